@@ -1,0 +1,75 @@
+"""The errors kubetrail raises, all rooted at :class:`KubetrailError`.
+
+    KubetrailError
+    ├── ConfigError       bad kubetrail.yaml, environment variable or flag
+    ├── InputError        an input cannot be read at all (missing, unreadable, unknown format)
+    │   └── LegacyFormatError  the API server's legacy text format
+    ├── DecodeError       one record is not a usable audit event (quarantined, never raised
+    │                     out of a batch)
+    ├── StoreError        the archive cannot be read or written
+    └── QueryError        a filter or SQL query is invalid
+
+Every message says what went wrong and what to do about it; the CLI prints it without a
+traceback and exits with :attr:`KubetrailError.exit_code`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "InputError",
+    "KubetrailError",
+    "LegacyFormatError",
+    "QueryError",
+    "StoreError",
+]
+
+
+class KubetrailError(Exception):
+    """Root of every error kubetrail raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(KubetrailError):
+    """The configuration (file, environment or flags) is invalid."""
+
+
+class InputError(KubetrailError):
+    """An input as a whole cannot be read."""
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+        self.path = path
+
+
+class LegacyFormatError(InputError):
+    """The input is kube-apiserver's `--audit-log-format=legacy` text, which loses fields."""
+
+
+class DecodeError(KubetrailError):
+    """One record could not be turned into an audit event; carries where it came from."""
+
+    def __init__(self, reason: str, *, path: str | None = None, line: int | None = None) -> None:
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(f"{where}{reason}")
+        self.reason = reason
+        self.path = path
+        self.line = line
+
+
+class StoreError(KubetrailError):
+    """The archive could not be read or written."""
+
+
+class QueryError(KubetrailError):
+    """A query, filter or duration is invalid."""

@@ -1,0 +1,478 @@
+"""Bytes of any supported input → audit Events, one :class:`Decoded` or :class:`Rejected` each.
+
+Decoding runs in layers (see shared/reference/cloud-log-formats.md §4): decompress by magic
+bytes, strip BOMs and decode UTF-16, then read JSON values (one per line when the input is
+JSON Lines, back to back otherwise), then classify each value by its keys through the
+:data:`SHAPES` registry: native Events and EventLists here, cloud exports in ``cloud/``.
+Nothing here raises for one bad record; it is yielded as :class:`Rejected` with a reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import codecs
+import functools
+import gzip
+import io
+import json
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from ..errors import InputError, LegacyFormatError
+from .timeparse import parse_time
+
+__all__ = [
+    "FORMATS",
+    "NATIVE_SHAPES",
+    "Decoded",
+    "Decoder",
+    "Rejected",
+    "Shape",
+    "all_shapes",
+    "decompress",
+    "open_stream",
+]
+
+STAGES = frozenset({"RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"})
+_GZIP, _BZ2, _ZSTD, _B64GZ = b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd", b"H4sI"
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One audit Event recovered from an input, with what its carrier said about it."""
+
+    event: dict[str, Any]
+    cluster: str | None = None
+    source_format: str = "native"
+    truncated: str | None = None
+    text: str | None = None  # the Event's JSON text, when the input held it verbatim
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A record that is not a usable audit Event; goes to quarantine with its reason."""
+
+    reason: str
+    excerpt: str = ""
+    skipped: bool = False  # True for records that are fine but not audit data (counted apart)
+
+
+Item = Decoded | Rejected
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A recognisable JSON shape: `match` tests a dict's keys, `decode` yields its events."""
+
+    name: str
+    family: str
+    match: Callable[[dict[str, Any]], bool]
+    decode: Callable[[dict[str, Any], Decoder], Iterator[Item]]
+    description: str = ""
+
+
+def _excerpt(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode(errors="replace")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _check_time(value: Any) -> bool:
+    if isinstance(value, str) and len(value) == 27 and value[-1] == "Z" and value[10] == "T":
+        return True
+    return parse_time(value) is not None
+
+
+def _native_event(event: dict[str, Any], dec: Decoder, text: str | None = None) -> Item:
+    version = event.get("apiVersion")
+    if version is not None and version != "audit.k8s.io/v1":
+        if version in ("audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1"):
+            return Rejected(
+                f"apiVersion {version} is not supported: it was removed in Kubernetes 1.24; "
+                "re-export the log from a cluster that writes audit.k8s.io/v1",
+                _excerpt(text or event),
+            )
+        return Rejected(f"unknown audit apiVersion {version!r} (expected audit.k8s.io/v1)",
+                        _excerpt(text or event))
+    audit_id = event.get("auditID")
+    if not isinstance(audit_id, str) or not audit_id:
+        return Rejected("event has no auditID", _excerpt(text or event))
+    stage = event.get("stage")
+    if stage not in STAGES:
+        return Rejected(f"event has no valid stage (got {stage!r})", _excerpt(text or event))
+    stamp = event.get("stageTimestamp") or event.get("requestReceivedTimestamp")
+    if not _check_time(stamp):
+        return Rejected(f"event has no valid timestamp (got {stamp!r})", _excerpt(text or event))
+    if not event.get("stageTimestamp"):
+        event["stageTimestamp"] = stamp
+    return Decoded(event, dec.cluster, "native", None, text)
+
+
+def _decode_event(value: dict[str, Any], dec: Decoder) -> Iterator[Item]:
+    yield _native_event(value, dec)
+
+
+def _decode_event_list(value: dict[str, Any], dec: Decoder) -> Iterator[Item]:
+    items = value.get("items")
+    if items is None:
+        return
+    if not isinstance(items, list):
+        yield Rejected("EventList.items is not a list", _excerpt(value))
+        return
+    version = value.get("apiVersion")
+    for item in items:
+        if not isinstance(item, dict):
+            yield Rejected("EventList item is not an object", _excerpt(item))
+            continue
+        if version and "apiVersion" not in item:
+            item["apiVersion"] = version
+        yield _native_event(item, dec)
+
+
+def _is_event(v: dict[str, Any]) -> bool:
+    return v.get("kind") == "Event" and str(v.get("apiVersion", "")).startswith("audit.k8s.io/")
+
+
+def _is_bare_event(v: dict[str, Any]) -> bool:
+    return "kind" not in v and "auditID" in v and "stage" in v and "verb" in v
+
+
+NATIVE_SHAPES: list[Shape] = [
+    Shape("event", "native", _is_event, _decode_event, "audit.k8s.io/v1 Event"),
+    Shape("eventlist", "native", lambda v: v.get("kind") == "EventList", _decode_event_list,
+          "audit.k8s.io/v1 EventList (the webhook body)"),
+    Shape("bare-event", "native", _is_bare_event, _decode_event,
+          "Event without kind/apiVersion (list item, stripped export)"),
+]
+
+
+@functools.cache
+def all_shapes() -> tuple[Shape, ...]:
+    """The registry: native shapes first, then each provider's (imported lazily)."""
+    from .cloud import CLOUD_SHAPES
+
+    return tuple(NATIVE_SHAPES + CLOUD_SHAPES)
+
+#: --format names → the shape families they admit (None = all).
+FORMATS: dict[str, frozenset[str] | None] = {
+    "auto": None,
+    "native": frozenset({"native"}),
+    "jsonl": frozenset({"native"}),
+    "eventlist": frozenset({"native"}),
+    "event": frozenset({"native"}),
+    "eks": frozenset({"eks"}),
+    "gke": frozenset({"gke"}),
+    "aks": frozenset({"aks"}),
+}
+
+
+def decompress(data: bytes) -> bytes:
+    """Undo gzip (all members), bzip2, zstd and base64-of-gzip layers, repeatedly."""
+    for _ in range(4):
+        head = data[:4]
+        if head[:2] == _GZIP:
+            data = gzip.decompress(data)
+        elif head[:3] == _BZ2:
+            data = bz2.decompress(data)
+        elif head == _ZSTD:
+            data = _zstd_decompress(data)
+        elif head == _B64GZ:
+            data = base64.b64decode(data.strip())
+        else:
+            return data
+    return data
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    try:
+        import zstandard  # type: ignore[import-not-found]
+    except ImportError:
+        raise InputError("input is zstd-compressed",
+                         hint="decompress it first (zstd -d) or pip install zstandard") from None
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)  # type: ignore[no-any-return]
+
+
+class _ZstdStream(io.RawIOBase):
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard  # type: ignore[import-not-found]
+
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        chunk = self._reader.read(len(b))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def open_stream(raw: IO[bytes], name: str) -> IO[bytes]:
+    """Wrap a binary stream so that reading it yields decompressed bytes."""
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    head = buffered.peek(4)[:4]
+    if head[:2] == _GZIP:
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    if head[:3] == _BZ2:
+        return bz2.BZ2File(buffered, mode="rb")  # type: ignore[return-value]
+    if head == _ZSTD:
+        try:
+            return io.BufferedReader(_ZstdStream(buffered))
+        except ImportError:
+            raise InputError("input is zstd-compressed", path=name,
+                             hint="decompress it first (zstd -d) or pip install zstandard") from None
+    return buffered
+
+
+@dataclass
+class Position:
+    """Where a record came from: 1-based line (or value) number and the byte offset after it."""
+
+    line: int = 0
+    offset: int = 0
+
+
+@dataclass
+class Decoder:
+    """Turns JSON values into Items; shared by every shape so they can recurse."""
+
+    cluster: str | None = None
+    fmt: str = "auto"
+    shapes: list[Shape] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise InputError(f"unknown format {self.fmt!r}",
+                             hint="use one of: " + ", ".join(FORMATS))
+        families = FORMATS[self.fmt]
+        self.shapes = [s for s in all_shapes() if families is None or s.family in families]
+
+    def classify(self, value: Any) -> Iterator[Item]:
+        """Every Event inside one JSON value (which may be a container of many)."""
+        if isinstance(value, list):
+            for element in value:
+                yield from self.classify(element)
+            return
+        if not isinstance(value, dict):
+            yield Rejected(f"JSON {type(value).__name__} is not an audit event", _excerpt(value))
+            return
+        kind = value.get("kind")
+        if kind == "Event" and self.shapes and self.shapes[0].family == "native":
+            yield _native_event(value, self)  # the hot path: skip the registry walk
+            return
+        for shape in self.shapes:
+            if shape.match(value):
+                yield from shape.decode(value, self)
+                return
+        if kind == "Event":
+            yield _native_event(value, self)
+            return
+        expected = "an audit event" if self.fmt == "auto" else f"a {self.fmt} record"
+        yield Rejected(f"JSON object is not {expected} (keys: {', '.join(list(value)[:8])})",
+                       _excerpt(value))
+
+    def event_from_text(self, text: str, source_format: str, cluster: str | None) -> Item:
+        """An Event held as JSON text inside a carrier (CloudWatch message, AKS log)."""
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return Rejected(f"embedded event is not valid JSON: {exc}", _excerpt(text))
+        if not isinstance(value, dict):
+            return Rejected("embedded event is not a JSON object", _excerpt(text))
+        item = _native_event(value, self, text.strip())
+        if isinstance(item, Decoded):
+            item.source_format = source_format
+            item.cluster = cluster or self.cluster
+        return item
+
+    def values(self, data: bytes) -> Iterator[Any]:
+        """Every JSON value in a blob: decompressed, then back to back or one per line."""
+        text = _to_text(decompress(data))
+        yield from (value for value, _, _ in _iter_values(text, 0))
+
+
+def _to_text(data: bytes) -> str:
+    if data[:3] == codecs.BOM_UTF8:
+        return data[3:].decode("utf-8")
+    if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
+
+
+_WS = " \t\r\n"
+
+
+def _iter_values(text: str, base_line: int) -> Iterator[tuple[Any, int, int]]:
+    """(value, line, end offset in characters) for JSON values written back to back."""
+    decoder = json.JSONDecoder(strict=False)
+    pos, n = 0, len(text)
+    while True:
+        while pos < n and text[pos] in _WS:
+            pos += 1
+        if pos >= n:
+            return
+        if text[pos] == "[" and pos == 0 and base_line == 0:
+            try:
+                array = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                array = None
+            if isinstance(array, list):
+                for i, element in enumerate(array, 1):
+                    yield element, i, n
+                return
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise _BadJSON(exc.msg, base_line + text.count("\n", 0, pos) + 1, pos) from None
+        yield value, base_line + text.count("\n", 0, pos) + 1, end
+        pos = end
+
+
+class _BadJSON(Exception):
+    def __init__(self, msg: str, line: int, pos: int) -> None:
+        super().__init__(msg)
+        self.msg, self.line, self.pos = msg, line, pos
+
+
+def _looks_binary(sample: bytes) -> bool:
+    if not sample:
+        return False
+    if sample[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return False
+    if b"\x00" in sample:
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(sample) - 4  # a cut multi-byte char at the end is fine
+    return False
+
+
+def _legacy(line: bytes) -> bool:
+    return b' AUDIT: id="' in line[:200]
+
+
+def iter_items(
+    stream: IO[bytes], name: str, dec: Decoder, start_offset: int = 0
+) -> Iterator[tuple[Position, Item]]:
+    """Every Item of one decompressed byte stream, with its position.
+
+    JSON Lines (and ``aws logs tail`` lines) are read one line at a time, so memory stays
+    flat however big the file. Anything else (pretty-printed documents, an EventList, a
+    ``gcloud`` array, concatenated objects) is read as one document of back-to-back values.
+    """
+    sample = stream.peek(8192)[:8192] if hasattr(stream, "peek") else b""  # type: ignore[attr-defined]
+    if _looks_binary(sample):
+        raise InputError("binary data, not an audit log (no JSON text found)", path=name,
+                         hint="pass the audit log file itself; compressed files must be gzip, "
+                         "bzip2 or zstd")
+    if sample[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        yield from _document_items(stream.read(), name, dec, 0)
+        return
+    if start_offset:
+        _skip(stream, start_offset)
+    offset, line_no = start_offset, 0
+    first = True
+    for raw in stream:
+        line_no += 1
+        offset += len(raw)
+        line = raw.strip()
+        if not line:
+            continue
+        if first:
+            first = False
+            if line[:3] == codecs.BOM_UTF8:
+                line = line[3:]
+            if _legacy(line):
+                raise LegacyFormatError(
+                    "this is the API server's legacy text audit format, which drops the "
+                    "objectRef, bodies and annotations", path=name,
+                    hint="restart kube-apiserver with --audit-log-format=json (the default) "
+                    "and ingest the JSON log")
+            if line[:1] in (b"{", b"[") and not _is_complete_json(line):
+                rest = stream.read()
+                yield from _document_items(raw + rest, name, dec, start_offset,
+                                           base_line=line_no - 1)
+                return
+        yield from _line_items(line, Position(line_no, offset), dec)
+
+
+def _skip(stream: IO[bytes], count: int) -> None:
+    remaining = count
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+
+
+def _is_complete_json(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _line_items(line: bytes, pos: Position, dec: Decoder) -> Iterator[tuple[Position, Item]]:
+    if line[:1] != b"{" and line[:1] != b"[":
+        parts = line.split(None, 2)  # `aws logs tail`: <time> <stream> <json>
+        if len(parts) == 3 and parts[2][:1] == b"{":
+            line = parts[2]
+        elif _legacy(line):
+            yield pos, Rejected("legacy text audit format line (use --audit-log-format=json)",
+                                _excerpt(line.decode("utf-8", "replace")))
+            return
+        else:
+            yield pos, Rejected("not JSON (an audit log line starts with '{')",
+                                _excerpt(line.decode("utf-8", "replace")))
+            return
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        text = line.decode("utf-8", "replace")
+        reason = (f"truncated JSON: the line ends before the object closes ({exc})"
+                  if "unexpected end" in str(exc).lower() or "EOF" in str(exc)
+                  else f"invalid JSON: {exc}")
+        if text.endswith("[Truncated...]"):
+            reason = "event was truncated by the log pipeline ('[Truncated...]' suffix)"
+        yield pos, Rejected(reason, _excerpt(text))
+        return
+    if isinstance(value, dict) and value.get("kind") == "Event":
+        item = _native_event(value, dec, line.decode("utf-8", "replace"))
+        yield pos, item
+        return
+    for item in dec.classify(value):
+        yield pos, item
+
+
+def _document_items(
+    data: bytes, name: str, dec: Decoder, offset: int, base_line: int = 0
+) -> Iterator[tuple[Position, Item]]:
+    try:
+        text = _to_text(data)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=name) from None
+    end_offset = offset + len(data)
+    try:
+        for value, line, _ in _iter_values(text, base_line):
+            for item in dec.classify(value):
+                yield Position(line, end_offset), item
+    except _BadJSON as exc:
+        near = text[exc.pos:exc.pos + 120]
+        yield Position(exc.line, end_offset), Rejected(
+            f"invalid JSON document from line {exc.line}: {exc.msg}; the rest of the "
+            "document cannot be read", _excerpt(near))
+
+
+def iter_bytes(data: bytes, name: str, dec: Decoder) -> Iterable[tuple[Position, Item]]:
+    """Items of an in-memory input (a webhook body, a test); decompresses as needed."""
+    return iter_items(io.BufferedReader(io.BytesIO(decompress(data))), name, dec)  # type: ignore[arg-type]
+
+
+__all__ += ["Item", "Position", "iter_bytes", "iter_items"]
+_ = zlib  # zlib is what gzip uses; imported so a missing build fails at import time
