@@ -1,20 +1,17 @@
-"""One row per audit event: the archive's columns and how an Event fills them.
+"""One row per audit event: the archive's columns and how an Event's JSON fills them.
 
-This is the hot path of ingestion (hundreds of thousands of events a second), so rows are
-plain tuples built by one function and turned into Arrow columns in bulk; timestamps are
-parsed and latency computed column-wise by Arrow rather than per event in Python.
+This is the hot path of ingestion (hundreds of thousands of events a second). Python only
+finds the Event JSON texts (most lines of an API-server log are recognised by their first
+bytes without parsing) and hands them over as an Arrow table of :data:`RAW_SCHEMA`; DuckDB
+then parses and derives every column in one multi-threaded SQL pass (:data:`NORMALIZE_SQL`).
+Every input shape goes through that one SQL, so there is a single definition of a row.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qs
-
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
-__all__ = ["COLUMNS", "SCHEMA", "RowBuilder", "event_row", "exec_command"]
+__all__ = ["COLUMNS", "NORMALIZE_SQL", "RAW_SCHEMA", "SCHEMA", "STAGES"]
 
 _STR = pa.string()
 _LIST = pa.list_(pa.string())
@@ -61,153 +58,104 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 ]
 
 SCHEMA = pa.schema([pa.field(n, t, metadata={"description": d}) for n, t, d in COLUMNS])
-_NAMES = [c[0] for c in COLUMNS]
-_TIME_I = _NAMES.index("time")
-_RECV_I = _NAMES.index("received")
-_LAT_I = _NAMES.index("latency_ms")
-_SA_PREFIX = "system:serviceaccount:"
-_EXEC_SUBS = frozenset({"exec", "attach", "log", "portforward"})
 
+#: What Python hands to the normaliser: the Event's JSON text and where it came from.
+RAW_SCHEMA = pa.schema([
+    ("text", _STR),
+    ("line", pa.int64()),
+    ("cluster", _STR),
+    ("source_format", _STR),
+    ("truncated", _STR),
+    ("file", _STR),
+])
 
-def exec_command(request_uri: str) -> tuple[list[str] | None, str | None]:
-    """The ``command=`` arguments (repeated, URL-encoded) and ``container=`` of a request URI."""
-    _, _, query = request_uri.partition("?")
-    if not query:
-        return None, None
-    params = parse_qs(query, keep_blank_values=True)
-    container = params.get("container")
-    return params.get("command"), (container[0] if container else None)
+STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
+# The structure json_transform parses each Event into (lenient: a wrong type gives NULL).
+_SHAPE = (
+    '{"level":"VARCHAR","auditID":"VARCHAR","stage":"VARCHAR","requestURI":"VARCHAR",'
+    '"verb":"VARCHAR","user":{"username":"VARCHAR","uid":"VARCHAR","groups":["VARCHAR"]},'
+    '"impersonatedUser":{"username":"VARCHAR","groups":["VARCHAR"]},'
+    '"sourceIPs":["VARCHAR"],"userAgent":"VARCHAR",'
+    '"objectRef":{"resource":"VARCHAR","namespace":"VARCHAR","name":"VARCHAR","uid":"VARCHAR",'
+    '"apiGroup":"VARCHAR","apiVersion":"VARCHAR","subresource":"VARCHAR"},'
+    '"responseStatus":{"code":"BIGINT","reason":"VARCHAR","message":"VARCHAR"},'
+    '"requestReceivedTimestamp":"VARCHAR","stageTimestamp":"VARCHAR",'
+    '"annotations":"MAP(VARCHAR, VARCHAR)"}'
+)
 
-def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
-
-
-def _strings(value: Any) -> list[str] | None:
-    if not value:
-        return None
-    if isinstance(value, list):
-        return [v if isinstance(v, str) else str(v) for v in value]
-    return [str(value)]
-
-
-def event_row(
-    event: dict[str, Any],
-    cluster: str,
-    source_format: str = "native",
-    truncated: str | None = None,
-    text: str | None = None,
-) -> tuple[Any, ...]:
-    """The row for one Event dict. `text` is its JSON when the caller already has it."""
-    user = event.get("user") or {}
-    if not isinstance(user, dict):
-        user = {}
-    imp = event.get("impersonatedUser") or {}
-    if not isinstance(imp, dict):
-        imp = {}
-    ref = event.get("objectRef") or {}
-    if not isinstance(ref, dict):
-        ref = {}
-    status = event.get("responseStatus") or {}
-    if not isinstance(status, dict):
-        status = {}
-    ann = event.get("annotations") or {}
-    if not isinstance(ann, dict):
-        ann = {}
-    username = _text(user.get("username"))
-    sa_ns = sa_name = None
-    if username and username.startswith(_SA_PREFIX):
-        sa_ns, _, sa_name = username[len(_SA_PREFIX):].partition(":")
-    ips = _strings(event.get("sourceIPs"))
-    uri = _text(event.get("requestURI")) or ""
-    sub = _text(ref.get("subresource"))
-    command = container = None
-    if sub in _EXEC_SUBS and "?" in uri:
-        command, container = exec_command(uri)
-    code = status.get("code")
-    if not isinstance(code, int) or isinstance(code, bool) or not -(2**31) <= code < 2**31:
-        code = None
-    if truncated is None and ann.get("audit.k8s.io/truncated") == "true":
-        truncated = "annotation"
-    return (
-        cluster,
-        _text(event.get("stageTimestamp")),
-        _text(event.get("requestReceivedTimestamp")),
-        _text(event.get("auditID")),
-        _text(event.get("stage")),
-        _text(event.get("level")),
-        _text(event.get("verb")),
-        uri,
-        username,
-        _text(user.get("uid")),
-        _strings(user.get("groups")),
-        _text(imp.get("username")),
-        _strings(imp.get("groups")),
-        sa_ns,
-        sa_name,
-        ips,
-        ips[0] if ips else None,
-        _text(event.get("userAgent")),
-        _text(ref.get("apiGroup")) or ("" if ref else None),
-        _text(ref.get("apiVersion")),
-        _text(ref.get("resource")),
-        sub,
-        _text(ref.get("namespace")),
-        _text(ref.get("name")),
-        _text(ref.get("uid")),
-        code,
-        _text(status.get("reason")),
-        _text(status.get("message")),
-        _text(ann.get("authorization.k8s.io/decision")),
-        _text(ann.get("authorization.k8s.io/reason")),
-        command,
-        container,
-        None,
-        truncated,
-        source_format,
-        text if text is not None else orjson.dumps(event).decode(),
-    )
-
-
-def _timestamps(values: list[Any]) -> pa.Array:
-    """Parse RFC 3339 strings column-wise; odd precisions and offsets go the slow way."""
-    arr = pa.array(values, type=_STR)
-    try:
-        return pc.cast(arr, _TS)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        from .timeparse import parse_time
-
-        return pa.array([parse_time(v) for v in values], type=_TS)
-
-
-class RowBuilder:
-    """Collects rows and hands them over as an Arrow table of :data:`SCHEMA`."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def append(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
-
-    def take(self) -> pa.Table:
-        rows, self.rows = self.rows, []
-        if not rows:
-            return SCHEMA.empty_table()
-        columns = list(zip(*rows, strict=True))
-        arrays: list[pa.Array] = []
-        for i, (_, typ, _) in enumerate(COLUMNS):
-            if i in (_TIME_I, _RECV_I):
-                arrays.append(_timestamps(list(columns[i])))
-            elif i == _LAT_I:
-                arrays.append(pa.nulls(len(rows), pa.float64()))
-            else:
-                arrays.append(pa.array(columns[i], type=typ))
-        time, received = arrays[_TIME_I], arrays[_RECV_I]
-        micros = pc.subtract(pc.cast(time, pa.int64()), pc.cast(received, pa.int64()))
-        arrays[_LAT_I] = pc.divide(pc.cast(micros, pa.float64()), 1000.0)
-        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+#: SELECT over a relation `raw` (RAW_SCHEMA) → every column of SCHEMA, plus `line`, `file`,
+#: `date` (the partition) and `problem` (why the row cannot be stored; NULL when it is a good event).
+NORMALIZE_SQL = f"""
+WITH parsed AS (
+    SELECT *, CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT'
+                   THEN json_transform(text, '{_SHAPE}') END AS e
+    FROM raw
+), typed AS (
+    SELECT *,
+        COALESCE(TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ),
+                 TRY_CAST(e.requestReceivedTimestamp AS TIMESTAMPTZ)) AS t_stage,
+        COALESCE(TRY_CAST(e.requestReceivedTimestamp AS TIMESTAMPTZ),
+                 TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ)) AS t_received,
+        COALESCE(e.requestURI, '') AS uri
+    FROM parsed
+)
+SELECT
+    cluster,
+    t_stage AS "time",
+    t_received AS received,
+    e.auditID AS audit_id,
+    e.stage AS stage,
+    e.level AS level,
+    e.verb AS verb,
+    uri AS request_uri,
+    e."user".username AS "user",
+    e."user".uid AS user_uid,
+    NULLIF(e."user".groups, []) AS groups,
+    e.impersonatedUser.username AS impersonated_user,
+    NULLIF(e.impersonatedUser.groups, []) AS impersonated_groups,
+    CASE WHEN starts_with(e."user".username, 'system:serviceaccount:')
+         THEN split_part(e."user".username, ':', 3) END AS sa_namespace,
+    CASE WHEN starts_with(e."user".username, 'system:serviceaccount:')
+         THEN NULLIF(array_to_string(list_slice(string_split(e."user".username, ':'), 4, NULL),
+                                     ':'), '') END AS sa_name,
+    NULLIF(e.sourceIPs, []) AS source_ips,
+    e.sourceIPs[1] AS source_ip,
+    e.userAgent AS user_agent,
+    CASE WHEN e.objectRef IS NOT NULL THEN COALESCE(e.objectRef.apiGroup, '') END AS api_group,
+    e.objectRef.apiVersion AS api_version,
+    e.objectRef.resource AS resource,
+    e.objectRef.subresource AS subresource,
+    e.objectRef.namespace AS namespace,
+    e.objectRef.name AS name,
+    e.objectRef.uid AS object_uid,
+    CASE WHEN e.responseStatus.code BETWEEN -2147483648 AND 2147483647
+         THEN e.responseStatus.code::INTEGER END AS code,
+    e.responseStatus.reason AS status_reason,
+    e.responseStatus.message AS status_message,
+    e.annotations['authorization.k8s.io/decision'] AS decision,
+    e.annotations['authorization.k8s.io/reason'] AS reason,
+    CASE WHEN e.objectRef.subresource IN ('exec', 'attach') AND contains(uri, 'command=')
+         THEN list_transform(regexp_extract_all(uri, '[?&]command=([^&]*)', 1),
+                             lambda x: url_decode(replace(x, '+', ' '))) END AS command,
+    CASE WHEN e.objectRef.subresource IN ('exec', 'attach', 'log', 'portforward')
+         THEN NULLIF(url_decode(replace(regexp_extract(uri, '[?&]container=([^&]*)', 1),
+                                        '+', ' ')), '') END AS container,
+    (epoch_us(t_stage) - epoch_us(t_received)) / 1000.0 AS latency_ms,
+    COALESCE(truncated, CASE WHEN e.annotations['audit.k8s.io/truncated'] = 'true'
+                             THEN 'annotation' END) AS truncated,
+    source_format,
+    text AS event,
+    line,
+    file,
+    strftime(t_stage, '%Y-%m-%d') AS date,
+    CASE
+        WHEN e IS NULL THEN 'invalid JSON'
+        WHEN e.auditID IS NULL OR e.auditID = '' THEN 'event has no auditID'
+        WHEN e.stage IS NULL OR e.stage NOT IN {STAGES!r}
+            THEN 'event has no valid stage (got ' || COALESCE('"' || e.stage || '"', 'none') || ')'
+        WHEN t_stage IS NULL THEN 'event has no valid timestamp (stageTimestamp '
+            || COALESCE('"' || e.stageTimestamp || '"', 'missing') || ')'
+    END AS problem
+FROM typed
+"""

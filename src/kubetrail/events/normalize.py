@@ -1,0 +1,82 @@
+"""Raw Event texts → archive rows, in one DuckDB pass (see :data:`row.NORMALIZE_SQL`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .decode import Decoded, FastLines
+from .row import NORMALIZE_SQL, RAW_SCHEMA, SCHEMA
+
+__all__ = ["RawBatch", "normalize", "normalize_events"]
+
+
+
+class RawBatch:
+    """Event texts waiting to be normalised: Arrow blocks from the fast path plus
+    Python-decoded events, kept as columns until the batch is taken."""
+
+    def __init__(self) -> None:
+        self._tables: list[pa.Table] = []
+        self._cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add_fast(self, block: FastLines, cluster: str, file: str) -> None:
+        n = len(block.texts)
+        self._tables.append(pa.Table.from_arrays([
+            block.texts, block.lines,
+            pa.repeat(pa.scalar(cluster, pa.string()), n),
+            pa.repeat(pa.scalar("native", pa.string()), n),
+            pa.nulls(n, pa.string()),
+            pa.repeat(pa.scalar(file, pa.string()), n),
+        ], schema=RAW_SCHEMA))
+        self._size += n
+
+    def add(self, item: Decoded, line: int, cluster: str, file: str) -> None:
+        text = item.text if item.text is not None else orjson.dumps(item.event).decode()
+        for col, value in zip(self._cols, (text, line, cluster, item.source_format,
+                                           item.truncated, file), strict=True):
+            col.append(value)
+        self._size += 1
+
+    def take(self) -> pa.Table:
+        tables = self._tables
+        if self._cols[0]:
+            tables.append(pa.Table.from_arrays(
+                [pa.array(c, f.type) for c, f in zip(self._cols, RAW_SCHEMA, strict=True)],
+                schema=RAW_SCHEMA))
+        self._tables, self._cols, self._size = [], ([], [], [], [], [], []), 0
+        return pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table()
+
+
+def normalize(raw: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """(rows of SCHEMA for good events, [{problem, event, line, cluster, file}] for the rest)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("raw", raw)
+        out = con.sql(NORMALIZE_SQL).to_arrow_table()
+    finally:
+        con.close()
+    bad_mask = pc.is_valid(out.column("problem"))
+    problems: list[dict[str, Any]] = []
+    if pc.any(bad_mask).as_py():
+        cols = ["problem", "event", "line", "cluster", "file"]
+        problems = out.filter(bad_mask).select(cols).to_pylist()
+        out = out.filter(pc.invert(bad_mask))
+    return out.select(SCHEMA.names).cast(SCHEMA), problems
+
+
+def normalize_events(items: list[Decoded], cluster: str = "default") -> pa.Table:
+    """Rows for Python-decoded events (webhook bodies, tests); problems are dropped."""
+    batch = RawBatch()
+    for i, item in enumerate(items, 1):
+        batch.add(item, i, item.cluster or cluster, "<memory>")
+    return normalize(batch.take())[0]

@@ -1,0 +1,1 @@
+"""Answers over the archive: filters, event queries, who, history, timeline, top, stats."""

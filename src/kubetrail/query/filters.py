@@ -1,0 +1,190 @@
+"""Filters people put on audit events, compiled to one parameterised SQL condition.
+
+The filter is data (a frozen dataclass) and `where()` is a pure function of it, so the CLI,
+the HTTP API and tests all build the same SQL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import QueryError
+from ..events.timeparse import parse_time
+
+__all__ = ["EventFilter", "parse_code", "parse_resource", "parse_when"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_USER = '"user"'  # a reserved word in SQL, so always quoted
+
+#: Stage preference when one row per request is wanted: the most complete stage wins.
+STAGE_RANK_SQL = ("CASE stage WHEN 'ResponseComplete' THEN 4 WHEN 'Panic' THEN 4 "
+                  "WHEN 'ResponseStarted' THEN 2 ELSE 1 END")
+
+
+def parse_when(value: str, now: datetime | None = None) -> datetime:
+    """`24h`, `7d`, `30m`, `2w` (that long before now) or an RFC 3339 time."""
+    m = _DURATION.match(value)
+    if m:
+        now = now or datetime.now(UTC)
+        return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    parsed = parse_time(value)
+    if parsed is None:
+        raise QueryError(f"cannot read time {value!r}",
+                         hint="use a duration such as 24h, 7d, 30m, or an RFC 3339 time "
+                         "such as 2026-11-01T10:00:00Z")
+    return parsed
+
+
+def parse_resource(value: str) -> tuple[str, str | None, str | None]:
+    """`pods` → (pods, None, None); `pods/exec` → subresource; `deployments.apps` → group."""
+    resource, _, sub = value.partition("/")
+    resource, _, group = resource.partition(".")
+    if not resource:
+        raise QueryError(f"cannot read resource {value!r}",
+                         hint="use e.g. pods, pods/exec, deployments.apps, "
+                         "clusterrolebindings.rbac.authorization.k8s.io")
+    return resource, (group or None), (sub or None)
+
+
+def parse_code(value: str) -> tuple[int, int]:
+    """`403` → (403, 403); `4xx` → (400, 499); `400-499` → (400, 499)."""
+    text = value.strip().lower()
+    try:
+        if re.fullmatch(r"[1-5]xx", text):
+            base = int(text[0]) * 100
+            return base, base + 99
+        if "-" in text:
+            lo, hi = text.split("-", 1)
+            return int(lo), int(hi)
+        code = int(text)
+        return code, code
+    except ValueError:
+        raise QueryError(f"cannot read response code {value!r}",
+                         hint="use e.g. 403, 4xx or 400-499") from None
+
+
+def _glob_or_equal(column: str, value: str, params: list[Any]) -> str:
+    params.append(value)
+    return f"{column} GLOB ?" if _GLOB_CHARS.search(value) else f"{column} = ?"
+
+
+def _cidr_condition(value: str, params: list[Any]) -> str:
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise QueryError(f"cannot read source IP or CIDR {value!r}",
+                         hint="use an address (203.0.113.9) or a network (10.0.0.0/8)") from None
+    if net.version == 4:
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        params.extend([lo, hi])
+        as_int = ("(TRY_CAST(split_part(ip, '.', 1) AS BIGINT) * 16777216 + "
+                  "TRY_CAST(split_part(ip, '.', 2) AS BIGINT) * 65536 + "
+                  "TRY_CAST(split_part(ip, '.', 3) AS BIGINT) * 256 + "
+                  "TRY_CAST(split_part(ip, '.', 4) AS BIGINT))")
+        return (f"len(list_filter(source_ips, lambda ip: {as_int} BETWEEN ? AND ?)) > 0")
+    params.append(str(net))
+    return "len(list_filter(source_ips, lambda ip: kt_ip_in(ip, ?))) > 0"
+
+
+def ip_in(ip: str | None, network: str) -> bool:
+    """Scalar used by DuckDB for IPv6 networks (IPv4 is compiled to integer arithmetic)."""
+    if not ip:
+        return False
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What to select from the archive. Every field is optional; lists mean "any of".
+
+    >>> EventFilter(users=("alice*",), verbs=("delete",)).where()[0]
+    '(("user" GLOB ? OR impersonated_user GLOB ?)) AND (verb = ?)'
+    """
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+    decision: str | None = None
+    source_ips: tuple[str, ...] = ()
+    user_agents: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    clusters: tuple[str, ...] = ()
+    extra: tuple[str, ...] = field(default=(), repr=False)  # trusted SQL from our own code
+
+    def where(self) -> tuple[str, list[Any]]:
+        """(SQL condition, parameters); 'TRUE' when nothing is filtered."""
+        params: list[Any] = []
+        clauses: list[str] = []
+
+        def any_of(parts: list[str]) -> None:
+            if parts:
+                clauses.append("(" + " OR ".join(parts) + ")")
+
+        any_of([f"({_glob_or_equal(_USER, u, params)} OR "
+                f"{_glob_or_equal('impersonated_user', u, params)})" for u in self.users])
+        for g in self.groups:
+            params.append(g)
+        any_of(["list_contains(groups, ?)" for _ in self.groups])
+        any_of([_glob_or_equal("verb", v, params) for v in self.verbs])
+        res_parts = []
+        for r in self.resources:
+            resource, group, sub = parse_resource(r)
+            cond = [_glob_or_equal("resource", resource, params)]
+            if group is not None:
+                params.append(group)
+                cond.append("api_group = ?")
+            if sub is not None:
+                cond.append(_glob_or_equal("subresource", sub, params))
+            res_parts.append("(" + " AND ".join(cond) + ")")
+        any_of(res_parts)
+        any_of([_glob_or_equal("namespace", n, params) for n in self.namespaces])
+        any_of([_glob_or_equal("name", n, params) for n in self.names])
+        code_parts = []
+        for c in self.codes:
+            lo, hi = parse_code(c)
+            params.extend([lo, hi])
+            code_parts.append("code BETWEEN ? AND ?")
+        any_of(code_parts)
+        if self.decision:
+            decision = self.decision.lower()
+            if decision in ("deny", "denied", "forbidden"):
+                decision = "forbid"
+            if decision not in ("allow", "forbid"):
+                raise QueryError(f"unknown decision {self.decision!r}", hint="use allow or forbid")
+            params.append(decision)
+            clauses.append("decision = ?")
+        any_of([_cidr_condition(ip, params) for ip in self.source_ips])
+        ua_parts = []
+        for ua in self.user_agents:
+            if _GLOB_CHARS.search(ua):
+                ua_parts.append(_glob_or_equal("user_agent", ua, params))
+            else:
+                params.append(ua.lower())
+                ua_parts.append("contains(lower(user_agent), ?)")
+        any_of(ua_parts)
+        if self.since:
+            params.append(self.since)
+            clauses.append('"time" >= ?')
+        if self.until:
+            params.append(self.until)
+            clauses.append('"time" < ?')
+        any_of([_glob_or_equal("cluster", c, params) for c in self.clusters])
+        clauses.extend(f"({e})" for e in self.extra)
+        return (" AND ".join(clauses) if clauses else "TRUE"), params
+
+    def needs_ip_udf(self) -> bool:
+        return any(":" in ip for ip in self.source_ips)

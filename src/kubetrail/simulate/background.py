@@ -1,0 +1,248 @@
+"""Background traffic: heartbeats, probes, informer watches and add-on chatter.
+
+This is ~99 % of a real audit stream (cluster-traffic.md §3). Each source is a closure that
+issues its request and re-schedules itself with the jitter the real client uses; first runs
+are phase-shifted at random so sources do not tick in lock-step. Periods are the defaults of
+the components (``Profile`` holds the ones worth turning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import bodies
+from .cluster import Cluster, Node
+from .engine import META, MIN, SEC, Engine, Identity, go_duration, oref, with_ids
+from .workload import cron_run
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Rates of the periodic sources, in seconds. Defaults are the components' defaults.
+
+    ``heartbeat_request_received`` is False because the simulated policy, like many production
+    ones, omits the RequestReceived stage for leases and health probes: they are half the
+    stream otherwise, and the stage adds nothing for them.
+    """
+
+    node_lease: float = 10.0
+    leader_retry: float = 2.0
+    apiserver_lease: float = 10.0
+    readyz: float = 5.0
+    livez: float = 10.0
+    reconcile: float = 10.0
+    node_status: float = 300.0
+    token_refresh: float = 2886.0
+    argocd_resync: float = 180.0
+    discovery: float = 60.0
+    heartbeat_request_received: bool = False
+
+
+_RV0 = "allowWatchBookmarks=true"
+_KCM_TYPES = (
+    ("pods", ""), ("nodes", ""), ("namespaces", ""), ("services", ""), ("endpoints", ""),
+    ("configmaps", ""), ("secrets", ""), ("serviceaccounts", ""), ("persistentvolumes", ""),
+    ("persistentvolumeclaims", ""), ("resourcequotas", ""), ("limitranges", ""),
+    ("replicationcontrollers", ""), ("podtemplates", ""), ("endpointslices", "discovery.k8s.io"),
+    ("deployments", "apps"), ("replicasets", "apps"), ("daemonsets", "apps"),
+    ("statefulsets", "apps"), ("controllerrevisions", "apps"), ("jobs", "batch"),
+    ("cronjobs", "batch"), ("horizontalpodautoscalers", "autoscaling"),
+    ("poddisruptionbudgets", "policy"), ("leases", "coordination.k8s.io"),
+    ("certificatesigningrequests", "certificates.k8s.io"), ("storageclasses", "storage.k8s.io"),
+    ("csinodes", "storage.k8s.io"), ("csidrivers", "storage.k8s.io"),
+    ("volumeattachments", "storage.k8s.io"), ("clusterroles", "rbac.authorization.k8s.io"),
+    ("ingresses", "networking.k8s.io"),
+)
+_META_TYPES = (
+    ("roles", "rbac.authorization.k8s.io"), ("rolebindings", "rbac.authorization.k8s.io"),
+    ("networkpolicies", "networking.k8s.io"), ("applications", "argoproj.io"),
+    ("ippools", "crd.projectcalico.org"),
+)
+_SCHED_TYPES = (
+    ("nodes", ""), ("namespaces", ""), ("services", ""), ("persistentvolumes", ""),
+    ("persistentvolumeclaims", ""), ("replicationcontrollers", ""),
+    ("replicasets", "apps"), ("statefulsets", "apps"), ("poddisruptionbudgets", "policy"),
+    ("storageclasses", "storage.k8s.io"), ("csinodes", "storage.k8s.io"),
+    ("csidrivers", "storage.k8s.io"), ("csistoragecapacities", "storage.k8s.io"),
+)
+_ARGO_TYPES = (
+    ("applications", "argoproj.io"), ("appprojects", "argoproj.io"), ("pods", ""),
+    ("services", ""), ("configmaps", ""), ("deployments", "apps"), ("replicasets", "apps"),
+    ("statefulsets", "apps"), ("jobs", "batch"), ("cronjobs", "batch"),
+    ("ingresses", "networking.k8s.io"),
+)
+_VERSIONS = {"argoproj.io": "v1alpha1", "crd.projectcalico.org": "v1"}
+_NOT_HEADLESS = ("labelSelector=%21service.kubernetes.io%2Fheadless%2C"
+                 "%21service.kubernetes.io%2Fservice-proxy-name")
+
+
+def watch(eng: Engine, who: Identity, resource: str, group: str = "", namespace: str = "",
+          *, field: str = "", label: str = "", name: str = "") -> None:
+    """An informer's watch: 300–599 s long, then re-established at once (forever)."""
+    ref = oref(resource, namespace, name, group, _VERSIONS.get(group, "v1"))
+    path = ref_path = _collection(ref)
+    query = _RV0 + (f"&fieldSelector={field}" if field else "") + (f"&{label}" if label else "")
+    del ref_path
+    rng = eng.rng
+
+    def fire(t: int) -> None:
+        secs = 300 + rng.randrange(300)
+        uri = (f"{path}?{query}&resourceVersion={eng.rv_now()}&timeout={go_duration(secs * SEC)}"
+               f"&timeoutSeconds={secs}&watch=true")
+        end = t + secs * SEC + rng.randrange(3000)
+        eng.request(t, who, "watch", uri, ref, end=end)
+        eng.at(end + 500 + rng.randrange(30_000), fire)
+
+    eng.at(eng.start + rng.randrange(599 * SEC), fire)
+
+
+def _collection(ref: dict[str, str]) -> str:
+    group = ref.get("apiGroup")
+    base = f"/apis/{group}/{ref['apiVersion']}" if group else "/api/v1"
+    ns = ref.get("namespace")
+    return f"{base}/namespaces/{ns}/{ref['resource']}" if ns else f"{base}/{ref['resource']}"
+
+
+def every(eng: Engine, period_s: float, fn: Callable[[int], None], jitter: float = 0.0,
+          phase: bool = True) -> None:
+    """Run ``fn`` every ``period_s`` seconds (stretched by up to ``jitter``), phase-shifted."""
+    period = int(period_s * SEC)
+
+    def fire(t: int) -> None:
+        fn(t)
+        eng.at(t + (eng.jitter(period, jitter) if jitter else period), fire)
+
+    eng.at(eng.start + (eng.rng.randrange(period) if phase else 0), fire)
+
+
+def _lease(eng: Engine, who: Identity, ns: str, name: str, timeout: str, omit_rr: bool) -> Callable[[int], None]:
+    """A lease renewal (optimistic PUT; the fast path of client-go's leader election)."""
+    ref = oref("leases", ns, name, "coordination.k8s.io")
+    uid = eng.uuid()
+    uri = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}?timeout={timeout}"
+
+    def fire(t: int) -> None:
+        eng.request(t, who, "update", uri, ref, level=META, lat=eng.fast(),
+                    rc_ref=with_ids(ref, uid, eng.rv()), omit_rr=omit_rr)
+    return fire
+
+
+def install(eng: Engine, cl: Cluster, prof: Profile) -> None:
+    """Register every background source of ``cl`` on ``eng``."""
+    omit = not prof.heartbeat_request_received
+    _control_plane(eng, cl, prof, omit)
+    for node in cl.nodes:
+        _kubelet(eng, cl, node, prof, omit)
+        _node_agents(eng, cl, node)
+    _addons(eng, cl, prof)
+
+
+def _control_plane(eng: Engine, cl: Cluster, prof: Profile, omit: bool) -> None:
+    w = cl.who
+    every(eng, prof.leader_retry, _lease(eng, w["kcm-le"], "kube-system",
+                                         "kube-controller-manager", "5s", omit), 0.02)
+    every(eng, prof.leader_retry, _lease(eng, w["sched-le"], "kube-system", "kube-scheduler",
+                                         "5s", omit), 0.02)
+    api = w["apiserver"]
+    for n in cl.control_plane:
+        server_id = f"apiserver-{eng.uuid().replace('-', '')[:26]}"
+        every(eng, prof.apiserver_lease, _lease(eng, api, "kube-system", server_id, "10s", omit))
+        probe = w[f"probe:{n.name}"]
+        for path, period in (("/readyz", prof.readyz), ("/livez", prof.livez)):
+            every(eng, period, _probe(eng, probe, path, omit))
+    svc = oref("services", "default", "kubernetes")
+    every(eng, prof.reconcile, lambda t: eng.call(t, api, "get", svc))
+    for resource, group in _KCM_TYPES:
+        watch(eng, w["kcm"], resource, group)
+    for resource, group in _META_TYPES:
+        watch(eng, w["kcm-meta"], resource, group)
+    phase_filter = "status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed"
+    watch(eng, w["sched"], "pods", field=phase_filter)
+    for resource, group in _SCHED_TYPES:
+        watch(eng, w["sched"], resource, group)
+    for sa in ("generic-garbage-collector", "resourcequota-controller"):
+        who = w[sa]
+        every(eng, prof.discovery, lambda t, who=who: _discovery(eng, t, who))
+
+
+def _probe(eng: Engine, who: Identity, path: str, omit: bool) -> Callable[[int], None]:
+    def fire(t: int) -> None:
+        eng.request(t, who, "get", path, None, lat=eng.tiny(), omit_rr=omit)
+    return fire
+
+
+def _discovery(eng: Engine, t: int, who: Identity) -> None:
+    """Aggregated discovery (1.27+): two GETs where older clients fetched every group-version."""
+    eng.request(t, who, "get", "/api?timeout=32s", None, lat=eng.tiny())
+    eng.request(t + 2000, who, "get", "/apis?timeout=32s", None, lat=eng.fast())
+
+
+def _kubelet(eng: Engine, cl: Cluster, node: Node, prof: Profile, omit: bool) -> None:
+    k = node.kubelet
+    every(eng, prof.node_lease, _lease(eng, k, "kube-node-lease", node.name, "10s", omit), 0.04)
+    status = oref("nodes", name=node.name, sub="status")
+    every(eng, prof.node_status, lambda t: eng.call(
+        t, k, "patch", status, query="?timeout=10s", req=bodies.node_status(eng.ts(t))))
+    watch(eng, k, "pods", field=f"spec.nodeName%3D{node.name}")
+    watch(eng, k, "nodes", field=f"metadata.name%3D{node.name}", name=node.name)
+    watch(eng, k, "services")
+    watch(eng, k, "csidrivers", "storage.k8s.io")
+    watch(eng, k, "runtimeclasses", "node.k8s.io")
+    objects = sorted({(p.namespace, "configmaps", c) for p in node.pods for c in p.configmaps}
+                     | {(p.namespace, "secrets", s) for p in node.pods for s in p.secrets})
+    for ns, resource, name in objects:
+        watch(eng, k, resource, namespace=ns, field=f"metadata.name%3D{name}", name=name)
+
+    def refresh(t: int) -> None:
+        # Projected SA tokens are renewed at 80 % of their life; one pod's token per tick.
+        if node.pods:
+            p = node.pods[eng.rng.randrange(len(node.pods))]
+            eng.call(t, k, "create", oref("serviceaccounts", p.namespace, p.sa, sub="token"),
+                     req=bodies.token_request(p.name, p.uid))
+    pods = max(len(node.pods), 1)
+    every(eng, prof.token_refresh / pods, refresh, 0.2)
+
+
+def _node_agents(eng: Engine, cl: Cluster, node: Node) -> None:
+    proxy = cl.who[f"kube-proxy:{node.name}"]
+    watch(eng, proxy, "services", label=_NOT_HEADLESS)
+    watch(eng, proxy, "endpointslices", "discovery.k8s.io", label=_NOT_HEADLESS)
+    watch(eng, proxy, "nodes", field=f"metadata.name%3D{node.name}", name=node.name)
+    calico = cl.who[f"calico:{node.name}"]
+    watch(eng, calico, "nodes")
+    watch(eng, calico, "ippools", "crd.projectcalico.org")
+    watch(eng, calico, "networkpolicies", "networking.k8s.io")
+
+
+def _addons(eng: Engine, cl: Cluster, prof: Profile) -> None:
+    w = cl.who
+    for i in range(2):
+        for resource, group in (("services", ""), ("endpointslices", "discovery.k8s.io"),
+                                ("namespaces", "")):
+            watch(eng, w[f"coredns:{i}"], resource, group)
+    watch(eng, w["metrics-server"], "nodes")
+    argo = w["argocd"]
+    for resource, group in _ARGO_TYPES:
+        watch(eng, argo, resource, group)
+    apps = sorted({wl.namespace for wl in cl.workloads})
+    revision = f"{eng.rng.getrandbits(160):040x}"
+    for app in apps:
+        ref = oref("applications", "argocd", app, "argoproj.io", "v1alpha1")
+
+        def resync(t: int, ref: dict[str, str] = ref, app: str = app) -> None:
+            eng.call(t, argo, "patch", ref, req=bodies.app_status(app, eng.ts(t), revision))
+        every(eng, prof.argocd_resync, resync, 0.05)
+    for ns in apps[-1:]:
+        uid = eng.uuid()
+
+        def tick(t: int, ns: str = ns, uid: str = uid) -> None:
+            cron_run(eng, cl, t, ns, "report", uid)
+            eng.at(_next_quarter(t), tick)
+        eng.at(_next_quarter(eng.start), tick)
+
+
+def _next_quarter(t: int) -> int:
+    """CronJob ``*/15 * * * *`` fires on quarter-hour boundaries."""
+    q = 15 * MIN
+    return (t // q + 1) * q

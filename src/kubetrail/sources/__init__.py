@@ -1,0 +1,1 @@
+"""Where audit events come from: files, directories, rotated sets and stdin."""

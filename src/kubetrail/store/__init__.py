@@ -1,0 +1,1 @@
+"""The archive: immutable Parquet segments, a manifest, checkpoints and quarantine."""

@@ -1,0 +1,326 @@
+"""The embedded archive: Parquet segments under a data dir, queried by DuckDB.
+
+Layout (ARCHITECTURE.md decision 1)::
+
+    <data-dir>/segments/cluster=<name>/date=<YYYY-MM-DD>/seg-<start>-<id>.parquet
+    <data-dir>/manifest.jsonl        one line per sealed segment, hash-chained
+    <data-dir>/state/checkpoints.json where each input was read up to
+    <data-dir>/quarantine/quarantine.jsonl  records that were not usable events
+
+Segments are written to a temporary name, fsynced and renamed, so a reader never sees a
+partial file and a killed writer leaves nothing half-done. Deduplication on (cluster,
+auditID, stage) happens at commit time against the segments of the same cluster and day
+(the day is derived from the stage timestamp, which all copies of one stage share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import StoreError
+from ..events.row import NORMALIZE_SQL, SCHEMA
+
+__all__ = ["Archive", "CommitResult"]
+
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """How many rows of a batch were new and how many were already in the archive."""
+
+    stored: int
+    duplicates: int
+    segments: tuple[Path, ...] = ()
+    per_cluster: tuple[tuple[str, int, int], ...] = ()  # (cluster, stored, duplicates)
+
+
+def _cluster_dir(cluster: str) -> str:
+    return "cluster=" + (cluster if _SAFE.match(cluster) else quote(cluster, safe=""))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+class Archive:
+    """A data directory holding the audit archive.
+
+    >>> archive = Archive(Path("/tmp/kt-doc"))          # doctest: +SKIP
+    >>> archive.connect().sql("select count(*) from events").fetchone()  # doctest: +SKIP
+    """
+
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+        self.root = Path(data_dir).expanduser()
+        self.segments_dir = self.root / "segments"
+        self.state_dir = self.root / "state"
+        self.quarantine_dir = self.root / "quarantine"
+        self.manifest_path = self.root / "manifest.jsonl"
+        if create:
+            try:
+                for d in (self.root, self.segments_dir, self.state_dir, self.quarantine_dir):
+                    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise StoreError(f"cannot create the data dir {self.root}: {exc.strerror}",
+                                 hint="choose another with --data-dir or KUBETRAIL_DATA_DIR"
+                                 ) from None
+        elif not self.root.is_dir():
+            raise StoreError(f"no archive at {self.root}",
+                             hint="ingest something first, or point --data-dir at the archive")
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer_lock(self, wait_seconds: float = 30.0) -> Iterator[None]:
+        """One writer at a time; readers never wait."""
+        path = self.root / ".writer.lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"another kubetrail process is writing to {self.root}",
+                            hint="wait for it to finish, or use another --data-dir") from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            fh.close()
+
+    def segment_files(self, cluster: str | None = None) -> list[Path]:
+        base = self.segments_dir / _cluster_dir(cluster) if cluster else self.segments_dir
+        return sorted(base.glob("**/*.parquet") if cluster else base.glob("*/*/*.parquet"))
+
+    def _existing_keys(self, con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str]]) -> None:
+        files: list[str] = []
+        for cluster, date in parts:
+            d = self.segments_dir / _cluster_dir(cluster) / f"date={date}"
+            files.extend(str(p) for p in d.glob("*.parquet"))
+        if files:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE existing AS SELECT cluster, audit_id, stage "
+                "FROM read_parquet($files)", {"files": files})
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE existing "
+                        "(cluster VARCHAR, audit_id VARCHAR, stage VARCHAR)")
+
+    def commit(self, rows: pa.Table) -> CommitResult:
+        """Store the rows (of SCHEMA) that are not already archived; return the counts."""
+        if rows.num_rows == 0:
+            return CommitResult(0, 0)
+        con = _connection()
+        try:
+            con.register("rows_in", rows)
+            norm = con.sql("SELECT *, strftime(\"time\", '%Y-%m-%d') AS date "
+                           "FROM rows_in").to_arrow_table()
+            return self._commit_table(con, norm)
+        finally:
+            con.close()
+
+    def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
+        """Normalise raw Event texts (RAW_SCHEMA) and store them in one DuckDB pass.
+
+        Returns the counts and the rows that are not usable events (with `problem`)."""
+        con = _connection()
+        try:
+            con.register("raw", raw)
+            parsed = con.sql(NORMALIZE_SQL).to_arrow_table()
+            bad = pc.is_valid(parsed.column("problem"))
+            problems: list[dict[str, Any]] = []
+            if pc.any(bad).as_py():
+                problems = parsed.filter(bad).select(
+                    ["problem", "event", "line", "cluster", "file"]).to_pylist()
+                parsed = parsed.filter(pc.invert(bad))
+            return self._commit_table(con, parsed), problems
+        finally:
+            con.close()
+
+    def _commit_table(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> CommitResult:
+        """Write the new rows of `rows` (SCHEMA plus `date`) as sealed segments."""
+        rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
+        con.register("batch", rows)
+        table, where = "batch", "TRUE"
+        parts = con.execute(f"SELECT DISTINCT cluster, date FROM {table} WHERE {where} "
+                            "ORDER BY ALL").fetchall()
+        if not parts:
+            return CommitResult(0, 0)
+        self._existing_keys(con, parts)
+        con.register("part_ids", pa.table({
+            "cluster": [p[0] for p in parts], "date": [p[1] for p in parts],
+            "part": list(range(len(parts)))}))
+        # Keys only: which rows are new (first copy of each key, not already archived).
+        con.execute(
+            f"""
+            CREATE TEMP TABLE fresh AS
+            SELECT n.rid, p.part FROM {table} n
+            JOIN part_ids p ON p.cluster = n.cluster AND p.date = n.date
+            ANTI JOIN existing e
+                ON e.cluster = n.cluster AND e.audit_id = n.audit_id AND e.stage = n.stage
+            WHERE {where}
+            QUALIFY row_number() OVER (PARTITION BY n.cluster, n.audit_id, n.stage
+                                       ORDER BY n.rid) = 1
+            """)
+        seen = dict(con.execute(f"SELECT cluster, count(*) FROM {table} WHERE {where} "
+                                "GROUP BY 1").fetchall())
+        new = dict(con.execute(f"SELECT n.cluster, count(*) FROM fresh f JOIN {table} n "
+                               "ON n.rid = f.rid GROUP BY 1").fetchall())
+        stored = sum(new.values())
+        written: list[Path] = []
+        if stored:
+            order = con.sql(f"SELECT f.rid, f.part FROM fresh f JOIN {table} n "
+                            "ON n.rid = f.rid ORDER BY f.part, n.\"time\", f.rid"
+                            ).to_arrow_table()
+            rids, part_col = order.column("rid"), order.column("part").to_pylist()
+            data = rows.select(SCHEMA.names)
+            start = 0
+            for end in range(1, stored + 1):
+                if end == stored or part_col[end] != part_col[start]:
+                    idx = rids.slice(start, end - start)
+                    first = idx[0].as_py()
+                    in_order = pc.all(pc.equal(
+                        idx, pa.array(range(first, first + len(idx)), pa.int64()))).as_py()
+                    part = data.slice(first, len(idx)) if in_order else data.take(idx)
+                    written.append(self._write_segment(part, *parts[part_col[start]]))
+                    start = end
+        total = sum(seen.values())
+        per = tuple((c, new.get(c, 0), n - new.get(c, 0)) for c, n in sorted(seen.items()))
+        return CommitResult(stored, total - stored, tuple(written), per)
+
+    def _write_segment(self, part: pa.Table, cluster: str, date: str) -> Path:
+        """Write one sealed segment atomically and record it in the manifest."""
+        directory = self.segments_dir / _cluster_dir(cluster) / f"date={date}"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        times = part.column("time")
+        first, last = pc.min(times).as_py(), pc.max(times).as_py()
+        path = directory / f"seg-{first:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = directory / f".{path.name}.tmp"
+        pq.write_table(part, tmp, compression="zstd", compression_level=3,
+                       row_group_size=128 * 1024)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+        self._append_manifest({
+            "segment": str(path.relative_to(self.root)),
+            "sha256": digest,
+            "rows": part.num_rows,
+            "bytes": path.stat().st_size,
+            "min_time": first.isoformat(),
+            "max_time": last.isoformat(),
+            "cluster": cluster,
+        })
+        return path
+
+    def _append_manifest(self, entry: dict[str, Any]) -> None:
+        prev = self.manifest_head()
+        entry = {"seq": prev[0] + 1, **entry,
+                 "sealed": datetime.now(UTC).isoformat(timespec="seconds"), "prev": prev[1]}
+        body = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+        entry["hash"] = hashlib.sha256(body).hexdigest()
+        with open(self.manifest_path, "ab") as fh:
+            fh.write(orjson.dumps(entry) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def manifest_head(self) -> tuple[int, str]:
+        """(sequence number, hash) of the last manifest entry; (0, '') when empty."""
+        if not self.manifest_path.exists():
+            return 0, ""
+        with open(self.manifest_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4096))
+            lines = fh.read().splitlines()
+        for line in reversed(lines):
+            try:
+                entry = orjson.loads(line)
+                return int(entry["seq"]), str(entry["hash"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return 0, ""
+
+    def manifest(self) -> list[dict[str, Any]]:
+        if not self.manifest_path.exists():
+            return []
+        return [orjson.loads(line) for line in self.manifest_path.read_bytes().splitlines()
+                if line.strip()]
+
+    def quarantine(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        path = self.quarantine_dir / "quarantine.jsonl"
+        with open(path, "ab") as fh:
+            for record in records:
+                fh.write(orjson.dumps(record) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(path, 0o600)
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.quarantine_dir / "quarantine.jsonl"
+
+    # -- reading -----------------------------------------------------------------------
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with a view `events` over every segment (empty if none)."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        files = [str(p) for p in self.segment_files()]
+        if files:
+            con.execute("CREATE VIEW events AS SELECT * FROM read_parquet("
+                        + "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+                        + ", union_by_name = true)")
+        else:
+            con.register("_empty_events", SCHEMA.empty_table())
+            con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")
+        return con
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.segment_files())
