@@ -12,10 +12,13 @@ import gzip
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from .errors import InputError, KubetrailError, LegacyFormatError
 from .events.decode import (
@@ -29,7 +32,7 @@ from .events.decode import (
 )
 from .events.normalize import RawBatch
 from .sources.files import InputFile, expand_paths
-from .store.archive import Archive
+from .store.archive import Archive, CommitResult
 from .store.checkpoint import Checkpoint, CheckpointStore
 
 __all__ = ["ClusterCounts", "FileReport", "IngestReport", "ingest"]
@@ -110,6 +113,8 @@ class _Pipeline:
         self.file_reports: dict[str, FileReport] = {}
         self.events = 0
         self.bytes_done = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubetrail-writer")
+        self._inflight: Future[tuple[CommitResult, list[dict[str, Any]]]] | None = None
 
     def counts(self, cluster: str) -> ClusterCounts:
         c = self.report.clusters.get(cluster)
@@ -117,26 +122,51 @@ class _Pipeline:
             c = self.report.clusters[cluster] = ClusterCounts()
         return c
 
-    def flush(self) -> None:
-        if len(self.raw):
-            result, problems = self.archive.commit_raw(self.raw.take())
-            for row in problems:
-                reason = row["problem"]
-                if reason == "invalid JSON":
-                    reason = json_error(row["event"])
-                self._quarantine(row["file"], row["cluster"], row["line"], reason,
-                                 _excerpt(row["event"]), read=False)
-                self.file_reports[row["file"]].quarantined += 1
-                self.file_reports[row["file"]].events -= 1
-            for cluster, stored, dupes in result.per_cluster:
-                counts = self.counts(cluster)
-                counts.stored += stored
-                counts.duplicate += dupes
-        self.archive.quarantine(self.quarantine)
-        self.quarantine = []
-        for key, cp in self.pending.items():
+    def flush(self, *, wait: bool = False) -> None:
+        """Hand the batch to the writer thread; reading goes on while it is committed.
+
+        At most one batch is in flight, and checkpoints are saved by the writer only after
+        their rows are durable, in order, so a crash at any point loses nothing."""
+        job = (self.raw.take(), self.quarantine, self.pending)
+        self.raw, self.quarantine, self.pending = RawBatch(), [], {}
+        self.wait()
+        self._inflight = self._writer.submit(self._commit, *job)
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Apply the result of the batch in flight (raising what it raised)."""
+        if self._inflight is None:
+            return
+        future, self._inflight = self._inflight, None
+        result, problems = future.result()
+        for row in problems:
+            reason = row["problem"]
+            if reason == "invalid JSON":
+                reason = json_error(row["event"])
+            self._quarantine(row["file"], row["cluster"], row["line"], reason,
+                             _excerpt(row["event"]), read=False)
+            self.file_reports[row["file"]].quarantined += 1
+            self.file_reports[row["file"]].events -= 1
+        if problems:  # quarantined by the row SQL: written now, before the next commit
+            self.archive.quarantine(self.quarantine)
+            self.quarantine = []
+        for cluster, stored, dupes in result.per_cluster:
+            counts = self.counts(cluster)
+            counts.stored += stored
+            counts.duplicate += dupes
+
+    def _commit(self, raw: pa.Table, quarantine: list[dict[str, Any]],
+                pending: dict[str, Checkpoint]) -> tuple[CommitResult, list[dict[str, Any]]]:
+        result, problems = (self.archive.commit_raw(raw) if raw.num_rows
+                            else (CommitResult(0, 0), []))
+        self.archive.quarantine(quarantine)
+        for key, cp in pending.items():
             self.checkpoints.save(key, cp)
-        self.pending = {}
+        return result, problems
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:
         report = self.file_reports[inp.label] = FileReport(inp.label)
@@ -265,9 +295,12 @@ def ingest(
             for inp in inputs:
                 pipeline.report.files.append(pipeline.run_file(inp, cluster, fmt, force))
         except KubetrailError:
-            pipeline.flush()
+            pipeline.flush(wait=True)
             raise
-        pipeline.flush()
+        else:
+            pipeline.flush(wait=True)
+        finally:
+            pipeline.close()
     if progress:
         progress(pipeline.events, pipeline.bytes_done)
     pipeline.report.seconds = time.monotonic() - started

@@ -58,7 +58,7 @@ class RawBatch:
 
 def normalize(raw: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     """(rows of SCHEMA for good events, [{problem, event, line, cluster, file}] for the rest)."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("raw", raw)

@@ -4,6 +4,7 @@ the `events` view (see :meth:`kubetrail.store.archive.Archive.connect`)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 import pyarrow as pa
 
 from ..errors import QueryError
+from ..events.model import AuditEvent
 from ..events.row import SCHEMA
 from .diff import Change, object_changes
 from .filters import STAGE_RANK_SQL, EventFilter, ip_in
@@ -52,10 +54,8 @@ TOP_DIMENSIONS: dict[str, tuple[str, str | None]] = {
 
 def _prepare(con: duckdb.DuckDBPyConnection, flt: EventFilter) -> tuple[str, list[Any]]:
     if flt.needs_ip_udf():
-        try:
+        with contextlib.suppress(duckdb.CatalogException):  # already registered
             con.create_function("kt_ip_in", ip_in, ["VARCHAR", "VARCHAR"], "BOOLEAN")
-        except duckdb.CatalogException:
-            pass  # already registered on this connection
     return flt.where()
 
 
@@ -211,10 +211,10 @@ def object_history(con: duckdb.DuckDBPyConnection, target: str, namespace: str |
     for row in con.sql(sql, params=params).fetchall():
         entry = HistoryEntry(*row[:8])
         if entry.verb in _WRITES and (entry.code is None or entry.code < 400):
-            event = orjson.loads(row[9])
+            event = AuditEvent.from_json(row[9])
             after, kind = _object_after(event)
             if kind == "patch":
-                entry.note = "patch: " + orjson.dumps(event.get("requestObject")).decode()[:300]
+                entry.note = "patch: " + orjson.dumps(event.request_object).decode()[:300]
             if entry.verb in ("delete", "deletecollection"):
                 entry.note = entry.note or "deleted"
                 previous = None
@@ -227,13 +227,13 @@ def object_history(con: duckdb.DuckDBPyConnection, target: str, namespace: str |
     return entries
 
 
-def _object_after(event: dict[str, Any]) -> tuple[Any, str]:
+def _object_after(event: AuditEvent) -> tuple[Any, str]:
     """The object as it was after the request, when the event recorded it."""
-    response = event.get("responseObject")
+    response = event.response_object
     if isinstance(response, dict) and response.get("kind") != "Status":
         return response, "response"
-    request = event.get("requestObject")
-    if event.get("verb") == "patch":
+    request = event.request_object
+    if event.verb == "patch":
         return None, "patch"
     if isinstance(request, dict) and request.get("kind") != "DeleteOptions" \
             and "metadata" in request:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import bodies
 from .cluster import Cluster, Node
-from .engine import META, MIN, SEC, Engine, Identity, go_duration, oref, with_ids
+from .engine import MIN, SEC, Engine, Identity, Template, go_duration, oref
 from .workload import cron_run
 
 
@@ -40,6 +40,8 @@ class Profile:
 
 
 _RV0 = "allowWatchBookmarks=true"
+_TIMEOUTS = {s: f"timeout={go_duration(s * SEC)}&timeoutSeconds={s}&watch=true"
+             for s in range(300, 600)}
 _KCM_TYPES = (
     ("pods", ""), ("nodes", ""), ("namespaces", ""), ("services", ""), ("endpoints", ""),
     ("configmaps", ""), ("secrets", ""), ("serviceaccounts", ""), ("persistentvolumes", ""),
@@ -81,17 +83,15 @@ def watch(eng: Engine, who: Identity, resource: str, group: str = "", namespace:
           *, field: str = "", label: str = "", name: str = "") -> None:
     """An informer's watch: 300–599 s long, then re-established at once (forever)."""
     ref = oref(resource, namespace, name, group, _VERSIONS.get(group, "v1"))
-    path = ref_path = _collection(ref)
     query = _RV0 + (f"&fieldSelector={field}" if field else "") + (f"&{label}" if label else "")
-    del ref_path
+    prefix = f"{_collection(ref)}?{query}&resourceVersion="
+    tpl = Template(eng, who, "watch", prefix, ref)
     rng = eng.rng
 
     def fire(t: int) -> None:
         secs = 300 + rng.randrange(300)
-        uri = (f"{path}?{query}&resourceVersion={eng.rv_now()}&timeout={go_duration(secs * SEC)}"
-               f"&timeoutSeconds={secs}&watch=true")
         end = t + secs * SEC + rng.randrange(3000)
-        eng.request(t, who, "watch", uri, ref, end=end)
+        tpl.emit(t, end, f"{prefix}{eng.rv_now()}&{_TIMEOUTS[secs]}", long=True)
         eng.at(end + 500 + rng.randrange(30_000), fire)
 
     eng.at(eng.start + rng.randrange(599 * SEC), fire)
@@ -118,13 +118,16 @@ def every(eng: Engine, period_s: float, fn: Callable[[int], None], jitter: float
 
 def _lease(eng: Engine, who: Identity, ns: str, name: str, timeout: str, omit_rr: bool) -> Callable[[int], None]:
     """A lease renewal (optimistic PUT; the fast path of client-go's leader election)."""
-    ref = oref("leases", ns, name, "coordination.k8s.io")
+    group = "coordination.k8s.io"
     uid = eng.uuid()
-    uri = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}?timeout={timeout}"
+    uri = f"/apis/{group}/v1/namespaces/{ns}/leases/{name}?timeout={timeout}"
+    tpl = Template(eng, who, "update", uri, oref("leases", ns, name, group), omit_rr=omit_rr)
 
     def fire(t: int) -> None:
-        eng.request(t, who, "update", uri, ref, level=META, lat=eng.fast(),
-                    rc_ref=with_ids(ref, uid, eng.rv()), omit_rr=omit_rr)
+        done = t + eng.fast()
+        tpl.emit(t, done, rc_ref={"resource": "leases", "namespace": ns, "name": name, "uid": uid,
+                                  "apiGroup": group, "apiVersion": "v1",
+                                  "resourceVersion": eng.rv()})
     return fire
 
 
@@ -151,8 +154,8 @@ def _control_plane(eng: Engine, cl: Cluster, prof: Profile, omit: bool) -> None:
         probe = w[f"probe:{n.name}"]
         for path, period in (("/readyz", prof.readyz), ("/livez", prof.livez)):
             every(eng, period, _probe(eng, probe, path, omit))
-    svc = oref("services", "default", "kubernetes")
-    every(eng, prof.reconcile, lambda t: eng.call(t, api, "get", svc))
+    every(eng, prof.reconcile, _get(eng, api, "/api/v1/namespaces/default/services/kubernetes",
+                                    oref("services", "default", "kubernetes")))
     for resource, group in _KCM_TYPES:
         watch(eng, w["kcm"], resource, group)
     for resource, group in _META_TYPES:
@@ -162,20 +165,28 @@ def _control_plane(eng: Engine, cl: Cluster, prof: Profile, omit: bool) -> None:
     for resource, group in _SCHED_TYPES:
         watch(eng, w["sched"], resource, group)
     for sa in ("generic-garbage-collector", "resourcequota-controller"):
-        who = w[sa]
-        every(eng, prof.discovery, lambda t, who=who: _discovery(eng, t, who))
+        every(eng, prof.discovery, _discovery(eng, w[sa]))
 
 
 def _probe(eng: Engine, who: Identity, path: str, omit: bool) -> Callable[[int], None]:
-    def fire(t: int) -> None:
-        eng.request(t, who, "get", path, None, lat=eng.tiny(), omit_rr=omit)
-    return fire
+    tpl = Template(eng, who, "get", path, None, omit_rr=omit)
+    return lambda t: tpl.emit(t, t + eng.tiny())
 
 
-def _discovery(eng: Engine, t: int, who: Identity) -> None:
+def _get(eng: Engine, who: Identity, uri: str, ref: dict[str, str] | None) -> Callable[[int], None]:
+    tpl = Template(eng, who, "get", uri, ref)
+    return lambda t: tpl.emit(t, t + eng.fast())
+
+
+def _discovery(eng: Engine, who: Identity) -> Callable[[int], None]:
     """Aggregated discovery (1.27+): two GETs where older clients fetched every group-version."""
-    eng.request(t, who, "get", "/api?timeout=32s", None, lat=eng.tiny())
-    eng.request(t + 2000, who, "get", "/apis?timeout=32s", None, lat=eng.fast())
+    api = Template(eng, who, "get", "/api?timeout=32s", None)
+    apis = Template(eng, who, "get", "/apis?timeout=32s", None)
+
+    def fire(t: int) -> None:
+        api.emit(t, t + eng.tiny())
+        apis.emit(t + 2000, t + 2000 + eng.fast())
+    return fire
 
 
 def _kubelet(eng: Engine, cl: Cluster, node: Node, prof: Profile, omit: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -69,7 +70,7 @@ def stream(*, events: int | None, duration: dt.timedelta | None, seed: int, clus
     engines: list[tuple[str, Engine]] = []
     for i in range(clusters):
         name = cluster_name(i)
-        eng = Engine(random.Random(f"kubetrail-simulate:{seed}:{name}"), start_us)
+        eng = Engine(random.Random(f"kubetrail-simulate:{seed}:{name}"), start_us, name)
         cl = build(i, eng, nodes)
         background.install(eng, cl, prof)
         people.install(eng, cl)
@@ -78,22 +79,9 @@ def stream(*, events: int | None, duration: dt.timedelta | None, seed: int, clus
         for k, s in zip(range(i, len(scenarios), clusters), mine, strict=True):
             at = _placement(k, len(scenarios), start_us, end_us, events, clusters, nodes, s)
             eng.at(at, lambda t, s=s, eng=eng, cl=cl: SCENARIOS[s].inject(ScenarioContext(eng, cl, t)))
-    gens = [_tag(name, eng, end_us) for name, eng in engines]
+    gens = [eng.run(end_us) for _, eng in engines]
     merged = gens[0] if len(gens) == 1 else heapq.merge(*gens)
-    if events is None:
-        yield from merged
-        return
-    n = 0
-    for item in merged:
-        if n >= events:
-            return
-        yield item
-        n += 1
-
-
-def _tag(name: str, eng: Engine, end_us: int) -> Iterator[Triple]:
-    for t, ev in eng.run(end_us):
-        yield t, name, ev
+    return merged if events is None else itertools.islice(merged, events)
 
 
 def _placement(k: int, total: int, start_us: int, end_us: int, events: int | None,

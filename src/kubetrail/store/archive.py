@@ -76,10 +76,11 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _connection() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
+def _connection(*, ordered: bool = False) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"enable_progress_bar": False})
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET preserve_insertion_order = false")
+    if not ordered:
+        con.execute("SET preserve_insertion_order = false")
     return con
 
 
@@ -310,8 +311,7 @@ class Archive:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a view `events` over every segment (empty if none)."""
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
+        con = _connection(ordered=True)
         files = [str(p) for p in self.segment_files()]
         if files:
             con.execute("CREATE VIEW events AS SELECT * FROM read_parquet("

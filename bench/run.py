@@ -1,0 +1,164 @@
+"""Benchmarks for issue 2, measured against baselines in the same run.
+
+    python bench/run.py [--events 1000000] [--big-gb 2] [--skip-10m] [--skip-memory]
+
+Writes a dated section to docs/benchmarks.md (and prints it). Nothing here is asserted:
+benchmarks report, tests decide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT / "src"))
+
+from kubetrail import Archive, EventFilter, ingest, query_events  # noqa: E402
+from kubetrail.simulate import write_simulation  # noqa: E402
+
+
+def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def sim_file(events: int, seed: int = 11) -> Path:
+    path = OUT / f"sim-{events}.log"
+    if not path.exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        write_simulation(path, events=events, seed=seed, scenarios=("exec-shell", "brute-force"))
+    return path
+
+
+def duckdb_baseline(path: Path, work: Path) -> float:
+    con = duckdb.connect()
+    target = work / "duckdb.parquet"
+    seconds, _ = timed(con.execute, f"COPY (SELECT * FROM read_json('{path}', "
+                       "format='newline_delimited', union_by_name=true)) "
+                       f"TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    return seconds
+
+
+def jq_baseline(path: Path) -> float | None:
+    if not shutil.which("jq"):
+        return None
+    started = time.perf_counter()
+    with open(path, "rb") as src:
+        subprocess.run(["jq", "-c", 'select(.verb == "delete") | {user: .user.username, '
+                        'resource: .objectRef.resource, name: .objectRef.name}'],
+                       stdin=src, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def query_time(archive: Archive, runs: int = 5) -> float:
+    con = archive.connect()
+    flt = EventFilter(users=("*@*",), verbs=("delete", "create", "patch", "update"),
+                      resources=("deployments.apps", "secrets", "pods/exec"))
+    times = []
+    for _ in range(runs):
+        t, _ = timed(query_events, con, flt, limit=100)
+        times.append(t)
+    return statistics.median(times)
+
+
+def scale_archive(archive: Archive, copies: int, work: Path) -> Archive:
+    """An archive `copies` times bigger: the same segments under other cluster names."""
+    big = Archive(work / "big-archive")
+    files = [str(p) for p in archive.segment_files()]
+    con = duckdb.connect()
+    for i in range(copies):
+        d = big.segments_dir / f"cluster=copy{i}" / "date=all"
+        d.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (SELECT * REPLACE ('copy{i}' AS cluster) FROM read_parquet($f)) "
+                    f"TO '{d}/seg.parquet' (FORMAT parquet, COMPRESSION zstd)", {"f": files})
+    return big
+
+
+def peak_memory(path: Path, work: Path) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of a CLI ingest of `path` in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kubetrail", "--data-dir", str(work / "mem-archive"),
+                    "--no-progress", "ingest", str(path)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--big-gb", type=float, default=2.0)
+    parser.add_argument("--skip-10m", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+
+    path = sim_file(args.events)
+    raw_bytes = path.stat().st_size
+    lines = [f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — `python bench/run.py "
+             f"{' '.join(sys.argv[1:])}`".rstrip(),
+             "", f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+             f"{platform.python_version()}, DuckDB {duckdb.__version__}.",
+             f"Input: {args.events:,} simulated events, {raw_bytes / 1e6:,.0f} MB of JSON lines.", ""]
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = Path(tmp)
+        t_duck = duckdb_baseline(path, work)
+        t_jq = jq_baseline(path)
+        archive = Archive(work / "archive")
+        t_kt, report = timed(ingest, archive, [str(path)], cluster="bench")
+        stored = report.totals().stored
+        disk = archive.bytes_on_disk()
+        rate = args.events / t_kt
+        lines += ["| ingest of the same file | seconds | events/s | kubetrail ÷ it |",
+                  "|---|---:|---:|---:|",
+                  f"| kubetrail ingest (decode, normalise, dedupe, Parquet) | {t_kt:.2f} | "
+                  f"{rate:,.0f} | 1.00 |",
+                  f"| DuckDB `read_json` → Parquet | {t_duck:.2f} | {args.events / t_duck:,.0f} | "
+                  f"{t_duck / t_kt:.2f}× |"]
+        if t_jq is not None:
+            lines.append(f"| `jq -c 'select(.verb == \"delete\") | {{…}}'` | {t_jq:.2f} | "
+                         f"{args.events / t_jq:,.0f} | {t_jq / t_kt:.2f}× |")
+        lines += ["", f"Stored {stored:,} events: {disk / 1e6:,.1f} MB on disk, "
+                  f"{disk / stored:,.0f} bytes/event, {100 * disk / raw_bytes:.1f} % of the raw JSON.",
+                  ""]
+        q1 = query_time(archive)
+        lines += ["| filtered who-did-what query (median of 5) | events in archive | seconds |",
+                  "|---|---:|---:|",
+                  f"| humans' writes to deployments, secrets, pods/exec | {stored:,} | {q1:.3f} |"]
+        if not args.skip_10m:
+            big = scale_archive(archive, 10, work)
+            q10 = query_time(big)
+            lines.append(f"| the same over 10 copies | {stored * 10:,} | {q10:.3f} |")
+        lines.append("")
+        if not args.skip_memory:
+            events_2gb = int(args.events * args.big_gb * 1e9 / raw_bytes)
+            big_path = sim_file(events_2gb, seed=12)
+            mb, secs = peak_memory(big_path, work)
+            lines += [f"Peak memory (max RSS) of `kubetrail ingest` on a "
+                      f"{big_path.stat().st_size / 1e9:.2f} GB file ({events_2gb:,} events): "
+                      f"{mb:,.0f} MB, {secs:.0f} s ({events_2gb / secs:,.0f} events/s).", ""]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    doc = ROOT / "docs" / "benchmarks.md"
+    header = "# Benchmarks\n\nEach section is one run of `make bench` (or the command shown), newest first.\n\n"
+    old = doc.read_text().removeprefix(header) if doc.exists() else ""
+    doc.write_text(header + text + "\n" + old)
+
+
+if __name__ == "__main__":
+    main()
