@@ -155,7 +155,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     doc = ROOT / "docs" / "benchmarks.md"
-    header = "# Benchmarks\n\nEach section is one run of `make bench` (or the command shown), newest first.\n\n"
+    header = ("# Benchmarks\n\nEach section is one run of `make bench` (or the command shown), "
+              "newest first.\n\n")
     old = doc.read_text().removeprefix(header) if doc.exists() else ""
     doc.write_text(header + text + "\n" + old)
 

@@ -20,6 +20,7 @@ app = typer.Typer(
     name="kubetrail",
     help="Collect Kubernetes audit logs into an embedded archive and answer who did what.",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -35,10 +36,10 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Archive location [env KUBETRAIL_DATA_DIR; default: "
-        "~/.local/share/kubetrail].", show_default=False)] = None,
+        "--data-dir", help="Archive location (env KUBETRAIL_DATA_DIR; default: "
+        "~/.local/share/kubetrail).", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="Config file [env KUBETRAIL_CONFIG; default ./kubetrail.yaml].",
+        "--config", help="Config file (env KUBETRAIL_CONFIG; default ./kubetrail.yaml).",
         show_default=False)] = None,
     no_progress: Annotated[bool, typer.Option(
         "--no-progress", help="Never show progress bars.")] = False,

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             "stdin. Any shape: JSON lines, EventList, EKS/GKE/AKS exports, gzip.")],
         cluster: Annotated[str | None, typer.Option(
             "--cluster", "-c", help="Cluster name for inputs that do not carry one "
-            "[env KUBETRAIL_CLUSTER; default: default]. Cloud records name their own.")] = None,
+            "(env KUBETRAIL_CLUSTER; default: default). Cloud records name their own.")] = None,
         fmt: Annotated[str, typer.Option(
             "--format", "-f", help="Input shape: " + ", ".join(FORMATS) + ".")] = "auto",
         force: Annotated[bool, typer.Option(

@@ -14,8 +14,9 @@ from rich.table import Table
 __all__ = ["OUTPUTS", "console", "err_console", "render_rows"]
 
 OUTPUTS = ("table", "json", "csv")
-console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+# Tables piped to a file or a pager keep their rows on one line instead of wrapping at 80.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 def _cell(value: Any) -> str:

