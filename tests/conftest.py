@@ -367,9 +367,10 @@ def render(events: Sequence[Event], shape: str = "jsonl", newline: str = "\n") -
 
 
 def encode(text: str, *, encoding: str = "utf-8", compress: str | None = None) -> bytes:
-    """Text → bytes in an encoding ('utf-8', 'utf-8-sig' for a BOM, 'utf-16'), compressed
+    """Text → bytes in an encoding ('utf-8', 'utf-8-sig' for a BOM, 'utf-16', 'utf-16-be'
+    (with its BOM)), compressed
     with gzip, a two-member gzip ('gzip-multi'), or bzip2."""
-    data = text.encode(encoding)
+    data = ("\ufeff" + text).encode(encoding) if encoding == "utf-16-be" else text.encode(encoding)
     if compress is None:
         return data
     if compress == "gzip":

@@ -43,8 +43,6 @@ class Settings:
                          metadata={"help": "cluster name for inputs that do not carry one"})
     batch_events: int = field(default=100_000,
                               metadata={"help": "events buffered before a segment is written"})
-    workers: int = field(default=0,
-                         metadata={"help": "decoding processes for large files (0 = one per core)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars on a terminal"})
     config_path: Path | None = field(default=None, metadata={"help": "the file that was loaded"})
 
