@@ -88,8 +88,8 @@ _SHAPE = (
 #: `date` (the partition) and `problem` (why the row cannot be stored; NULL when it is a good event).
 NORMALIZE_SQL = f"""
 WITH parsed AS (
-    SELECT *, CASE WHEN json_valid(text) AND json_type(text) = 'OBJECT'
-                   THEN json_transform(text, '{_SHAPE}') END AS e
+    -- TRY: a line that is not a JSON object gives NULL (one parse, no separate json_valid)
+    SELECT *, TRY(json_transform(text, '{_SHAPE}')) AS e
     FROM raw
 ), typed AS (
     SELECT *,
