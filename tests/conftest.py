@@ -429,7 +429,7 @@ def quarantine_records(archive: Archive) -> list[dict[str, Any]]:
     path = archive.quarantine_path
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 @pytest.fixture(scope="module")

@@ -174,7 +174,7 @@ def test_firehose_record_holding_extracted_messages_only() -> None:
 
 @pytest.mark.parametrize(("data", "reason"), [
     (base64.b64encode(b"\x1f\x8bnot gzip").decode(), "cannot be decoded"),
-    (base64.b64encode(gzip.compress(b"{not json")).decode(), "cannot be decoded"),
+    (base64.b64encode(gzip.compress(b"{not json", mtime=0)).decode(), "cannot be decoded"),
     ("!!!", "holds no JSON"),
     (5, "no base64 data"),
 ])

@@ -8,9 +8,7 @@ every event exactly once.
 
 from __future__ import annotations
 
-import gzip
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from .events.decode import (
     iter_items,
     json_error,
     open_stream,
+    stream_error,
 )
 from .events.normalize import RawBatch
 from .sources.files import InputFile, expand_paths
@@ -180,7 +179,8 @@ class _Pipeline:
                 report.status = "unchanged"
                 self.bytes_done += size
                 return report
-            if cp and cp.offset and size >= cp.size and not _compressed(inp):
+            if cp and cp.offset and size > cp.offset and size >= cp.size \
+                    and not _compressed(inp):
                 start, start_line, report.status = cp.offset, cp.line, "resumed"
         if size == 0 and inp.path is not None:
             report.error = "empty file, nothing to read"
@@ -189,21 +189,22 @@ class _Pipeline:
             return report
         decoder = Decoder(cluster=cluster, fmt=fmt)
         raw = inp.open()
-        last = Position(start_line, start)
+        last = Position(start_line, start, start_line)
+        stream = raw
         try:
             stream = open_stream(raw, inp.label)
             for entry in iter_items(stream, inp.label, decoder, start, start_line):
-                pos = Position(entry.lines[-1].as_py(), entry.offset) \
+                pos = Position(entry.end_line, entry.offset, entry.end_line) \
                     if isinstance(entry, FastLines) else entry[0]
                 if pos.offset != last.offset:
                     if len(self.raw) >= self.batch_events:
                         if key:  # everything before `last` is in this batch or quarantined
                             self.pending[key] = Checkpoint(inp.label, last.offset, size,
-                                                           line=last.line)
+                                                           line=last.end_line)
                         self.flush()
                         if self.progress:
                             self.progress(self.events, self.bytes_done + last.offset - start)
-                    last = Position(pos.line, pos.offset)
+                    last = pos
                 if isinstance(entry, FastLines):
                     n = len(entry.texts)
                     self.raw.add_fast(entry, cluster, inp.label)
@@ -229,19 +230,21 @@ class _Pipeline:
             report.status, report.error = "failed", exc.message
             self.report.errors.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
             return report
-        except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-            reason = f"corrupt or cut-off compressed data after {report.events} events: {exc}"
-            report.status, report.error = "partial", reason
-            self._quarantine(inp.label, cluster, last.line, reason, "")
-            report.quarantined += 1
-            if key:
-                self.pending[key] = Checkpoint(inp.label, 0, size, True)
+        except OSError as exc:
+            report.status, report.error = "failed", f"read error: {exc}"
+            self.report.errors.append(f"{inp.label}: read error: {exc}")
             return report
         finally:
             if inp.path is not None:
                 raw.close()
+        damage = stream_error(stream)
+        if damage:
+            reason = f"{damage}; the {report.events} events before it were read"
+            report.status, report.error = "partial", reason
+            self._quarantine(inp.label, cluster, last.end_line, reason, "")
+            report.quarantined += 1
         if key:
-            self.pending[key] = Checkpoint(inp.label, 0, size, True, line=0)
+            self.pending[key] = Checkpoint(inp.label, last.offset, size, True, line=last.end_line)
         self.bytes_done += size
         return report
 

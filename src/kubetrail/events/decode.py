@@ -37,6 +37,7 @@ __all__ = [
     "all_shapes",
     "decompress",
     "open_stream",
+    "stream_error",
 ]
 
 _GZIP, _BZ2, _ZSTD, _B64GZ = b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd", b"H4sI"
@@ -76,8 +77,16 @@ class Shape:
     description: str = ""
 
 
+def dumps_text(value: Any) -> str:
+    """JSON text of a decoded value; integers beyond 64 bits (which orjson refuses) too."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _excerpt(value: Any, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else orjson.dumps(value).decode(errors="replace")
+    text = value if isinstance(value, str) else dumps_text(value)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -155,19 +164,30 @@ FORMATS: dict[str, frozenset[str] | None] = {
 
 
 def decompress(data: bytes) -> bytes:
-    """Undo gzip (all members), bzip2, zstd and base64-of-gzip layers, repeatedly."""
+    """Undo gzip (all members), bzip2, zstd and base64-of-gzip layers, repeatedly.
+
+    Raises InputError when the data claims a compression (by its magic bytes) but is
+    corrupt or cut off."""
     for _ in range(4):
         head = data[:4]
-        if head[:2] == _GZIP:
-            data = gzip.decompress(data)
-        elif head[:3] == _BZ2:
-            data = bz2.decompress(data)
-        elif head == _ZSTD:
-            data = _zstd_decompress(data)
-        elif head == _B64GZ:
-            data = base64.b64decode(data.strip())
-        else:
-            return data
+        try:
+            if head[:2] == _GZIP:
+                data = gzip.decompress(data)
+            elif head[:3] == _BZ2:
+                data = bz2.decompress(data)
+            elif head == _ZSTD:
+                data = _zstd_decompress(data)
+            elif head == _B64GZ:
+                decoded = base64.b64decode(data.strip(), validate=False)
+                if decoded[:2] != _GZIP:
+                    return data
+                data = decoded
+            else:
+                return data
+        except (EOFError, OSError, ValueError, zlib.error) as exc:
+            kind = {_GZIP: "gzip", _BZ2[:2]: "bzip2"}.get(head[:2], "compressed")
+            raise InputError(f"corrupt or cut-off {kind} data: {exc}",
+                             hint="check that the file was copied completely") from None
     return data
 
 
@@ -178,6 +198,57 @@ def _zstd_decompress(data: bytes) -> bytes:
         raise InputError("input is zstd-compressed",
                          hint="decompress it first (zstd -d) or pip install zstandard") from None
     return zstandard.ZstdDecompressor().decompressobj().decompress(data)  # type: ignore[no-any-return]
+
+
+class _Decompressing(io.RawIOBase):
+    """Streams gzip or bzip2, every member, handing out all good data before reporting
+    a cut-off or corrupt tail in :attr:`error` (never raising mid-read, so no event
+    decoded before the damage is lost)."""
+
+    def __init__(self, raw: IO[bytes], kind: str) -> None:
+        self._raw, self.kind = raw, kind
+        self._dec = self._new()
+        self._out = b""
+        self._done = False
+        self._in_member = False
+        self.error: str | None = None
+
+    def _new(self) -> Any:
+        return zlib.decompressobj(wbits=31) if self.kind == "gzip" else bz2.BZ2Decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._out and not self._done:
+            chunk = self._raw.read(1 << 16)
+            if not chunk:
+                self._done = True
+                if self._in_member:
+                    self.error = f"{self.kind} data is cut off (the file ends mid-stream)"
+                break
+            self._feed(chunk)
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _feed(self, chunk: bytes) -> None:
+        while chunk and not self._done:
+            try:
+                self._out += self._dec.decompress(chunk)
+            except (zlib.error, OSError, EOFError) as exc:
+                self.error, self._done = f"corrupt {self.kind} data: {exc}", True
+                return
+            self._in_member = not self._dec.eof
+            chunk = self._dec.unused_data if self._dec.eof else b""
+            if self._dec.eof:
+                magic = _GZIP if self.kind == "gzip" else _BZ2
+                if chunk and not chunk.startswith(magic[: len(chunk)]):
+                    self.error = f"{len(chunk)} bytes of trailing garbage after the {self.kind} data"
+                    self._done = True
+                    return
+                self._dec = self._new()
 
 
 class _ZstdStream(io.RawIOBase):
@@ -200,9 +271,9 @@ def open_stream(raw: IO[bytes], name: str) -> IO[bytes]:
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
     head = buffered.peek(4)[:4]
     if head[:2] == _GZIP:
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        return io.BufferedReader(_Decompressing(buffered, "gzip"), 1 << 20)
     if head[:3] == _BZ2:
-        return bz2.BZ2File(buffered, mode="rb")  # type: ignore[return-value]
+        return io.BufferedReader(_Decompressing(buffered, "bzip2"), 1 << 20)
     if head == _ZSTD:
         try:
             return io.BufferedReader(_ZstdStream(buffered))
@@ -212,12 +283,18 @@ def open_stream(raw: IO[bytes], name: str) -> IO[bytes]:
     return buffered
 
 
+def stream_error(stream: IO[bytes]) -> str | None:
+    """What went wrong decompressing `stream` after its good data was read, if anything."""
+    return getattr(getattr(stream, "raw", None), "error", None)
+
+
 @dataclass
 class Position:
     """Where a record came from: 1-based line (or value) number and the byte offset after it."""
 
     line: int = 0
     offset: int = 0
+    end_line: int = 0  # lines before `offset` (what a checkpoint at `offset` must remember)
 
 
 @dataclass
@@ -351,6 +428,7 @@ class FastLines:
     texts: pa.Array  # string
     lines: pa.Array  # int64, 1-based line numbers
     offset: int  # byte offset after the block they came from
+    end_line: int  # lines before `offset`
 
 
 def iter_items(
@@ -393,10 +471,25 @@ def iter_items(
             hint="restart kube-apiserver with --audit-log-format=json (the default) and "
             "ingest the JSON log")
     if line[:1] in (b"{", b"[") and not _is_complete_json(line):
-        yield from _document_items(raw + stream.read(), name, dec, offset - len(raw),
-                                   base_line=line_no - 1)
-        return
-    yield from _line_items(line, Position(line_no, offset), dec)
+        # Either a document spread over lines, or JSON Lines whose first line is cut
+        # (a copy started mid-write): the next line tells which.
+        consumed = raw
+        second = b""
+        while not second:
+            more = stream.readline()
+            if not more:
+                break
+            consumed += more
+            second = more.strip()
+        if not (second[:1] == b"{" and _is_complete_json(second)):
+            yield from _document_items(consumed + stream.read(), name, dec, offset - len(raw),
+                                       base_line=line_no - 1)
+            return
+        yield from _line_items(line, Position(line_no, offset, line_no), dec)
+        line_no += consumed.count(b"\n", len(raw))
+        offset += len(consumed) - len(raw)
+        line = second
+    yield from _line_items(line, Position(line_no, offset, line_no), dec)
     fast = bool(dec.shapes) and dec.shapes[0].family == "native"
     carry = b""
     while True:
@@ -423,7 +516,8 @@ def iter_items(
 def _block_items(
     lines: pa.Array, has_cr: bool, line_no: int, offset: int, dec: Decoder, fast: bool
 ) -> Iterator[tuple[Position, Item] | FastLines]:
-    numbers = pa.array(range(line_no + 1, line_no + 1 + len(lines)), pa.int64())
+    end = line_no + len(lines)
+    numbers = pa.array(range(line_no + 1, end + 1), pa.int64())
     try:
         texts = lines.cast(pa.string())
         if has_cr:  # CRLF files: the JSON is fine, the \r must not stay in the text
@@ -436,25 +530,25 @@ def _block_items(
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield Position(line_no + 1 + i, offset), Rejected(
+                yield Position(line_no + 1 + i, offset, end), Rejected(
                     f"not UTF-8 text (byte {exc.start} of the line)",
                     _excerpt(line.decode("utf-8", "replace")))
                 continue
-            yield from _line_items(line, Position(line_no + 1 + i, offset), dec)
+            yield from _line_items(line, Position(line_no + 1 + i, offset, end), dec)
         return
     if fast:
         mask = pc.starts_with(texts, _FAST_PREFIX)
         if pc.all(mask).as_py():
-            yield FastLines(texts, numbers, offset)
+            yield FastLines(texts, numbers, offset, end)
             return
         if pc.any(mask).as_py():
-            yield FastLines(texts.filter(mask), numbers.filter(mask), offset)
+            yield FastLines(texts.filter(mask), numbers.filter(mask), offset, end)
         rest = pc.invert(mask)
         texts, numbers = texts.filter(rest), numbers.filter(rest)
     for text, number in zip(texts.to_pylist(), numbers.to_pylist(), strict=True):
         line = text.strip()
         if line:
-            yield from _line_items(line.encode(), Position(number, offset), dec)
+            yield from _line_items(line.encode(), Position(number, offset, end), dec)
 
 
 def _skip(stream: IO[bytes], count: int) -> None:
@@ -523,27 +617,31 @@ def _document_items(
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", path=name) from None
     end_offset = offset + len(data)
+    end_line = base_line + text.count("\n") + (0 if text.endswith("\n") else 1)
     try:
         for value, line, _ in _iter_values(text, base_line):
             for item in dec.classify(value):
-                yield Position(line, end_offset), item
+                yield Position(line, end_offset, end_line), item
     except _BadJSON as exc:
         near = text[exc.pos:exc.pos + 120]
-        yield Position(exc.line, end_offset), Rejected(
+        yield Position(exc.line, end_offset, end_line), Rejected(
             f"invalid JSON document from line {exc.line}: {exc.msg}; the rest of the "
             "document cannot be read", _excerpt(near))
 
 
 def iter_bytes(data: bytes, name: str, dec: Decoder) -> Iterator[tuple[Position, Item]]:
     """Items of an in-memory input (a webhook body, a test), every Event parsed."""
-    stream = io.BufferedReader(io.BytesIO(decompress(data)))  # type: ignore[arg-type]
-    for entry in iter_items(stream, name, dec):
-        if isinstance(entry, FastLines):
-            for text, line in zip(entry.texts.to_pylist(), entry.lines.to_pylist(), strict=True):
-                yield Position(line, entry.offset), _native_event(orjson.loads(text), dec, text)
-        else:
-            yield entry
+    try:
+        stream = io.BufferedReader(io.BytesIO(decompress(data)))  # type: ignore[arg-type]
+        for entry in iter_items(stream, name, dec):
+            if isinstance(entry, FastLines):
+                for text, line in zip(entry.texts.to_pylist(), entry.lines.to_pylist(),
+                                      strict=True):
+                    yield from _line_items(text.encode(), Position(line, entry.offset), dec)
+            else:
+                yield entry
+    except InputError as exc:
+        yield Position(0, 0), Rejected(exc.message + (f" ({exc.hint})" if exc.hint else ""))
 
 
-__all__ += ["FastLines", "Item", "Position", "iter_bytes", "iter_items", "json_error"]
-_ = zlib  # zlib is what gzip uses; imported so a missing build fails at import time
+__all__ += ["FastLines", "Item", "Position", "dumps_text", "iter_bytes", "iter_items", "json_error"]

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .decode import Decoded, FastLines
+from .decode import Decoded, FastLines, dumps_text
 from .row import NORMALIZE_SQL, RAW_SCHEMA, SCHEMA
 
 __all__ = ["RawBatch", "normalize", "normalize_events"]
@@ -40,7 +39,7 @@ class RawBatch:
         self._size += n
 
     def add(self, item: Decoded, line: int, cluster: str, file: str) -> None:
-        text = item.text if item.text is not None else orjson.dumps(item.event).decode()
+        text = item.text if item.text is not None else dumps_text(item.event)
         for col, value in zip(self._cols, (text, line, cluster, item.source_format,
                                            item.truncated, file), strict=True):
             col.append(value)

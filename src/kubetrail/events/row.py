@@ -84,6 +84,12 @@ _SHAPE = (
     '"annotations":"MAP(VARCHAR, VARCHAR)"}'
 )
 
+def _ts(column: str) -> str:
+    """A cast timestamp, or NULL outside what every engine and Python's datetime can hold."""
+    return (f"CASE WHEN {column} BETWEEN TIMESTAMPTZ '1970-01-01 00:00:00+00' "
+            f"AND TIMESTAMPTZ '9999-12-31 23:59:59+00' THEN {column} END")
+
+
 #: SELECT over a relation `raw` (RAW_SCHEMA) → every column of SCHEMA, plus `line`, `file`,
 #: `date` (the partition) and `problem` (why the row cannot be stored; NULL when it is a good event).
 NORMALIZE_SQL = f"""
@@ -91,14 +97,16 @@ WITH parsed AS (
     -- TRY: a line that is not a JSON object gives NULL (one parse, no separate json_valid)
     SELECT *, TRY(json_transform(text, '{_SHAPE}')) AS e
     FROM raw
+), cast_times AS (
+    SELECT *, TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ) AS ts_stage,
+              TRY_CAST(e.requestReceivedTimestamp AS TIMESTAMPTZ) AS ts_received
+    FROM parsed
 ), typed AS (
     SELECT *,
-        COALESCE(TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ),
-                 TRY_CAST(e.requestReceivedTimestamp AS TIMESTAMPTZ)) AS t_stage,
-        COALESCE(TRY_CAST(e.requestReceivedTimestamp AS TIMESTAMPTZ),
-                 TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ)) AS t_received,
+        COALESCE({_ts("ts_stage")}, {_ts("ts_received")}) AS t_stage,
+        COALESCE({_ts("ts_received")}, {_ts("ts_stage")}) AS t_received,
         COALESCE(e.requestURI, '') AS uri
-    FROM parsed
+    FROM cast_times
 )
 SELECT
     cluster,
@@ -117,8 +125,8 @@ SELECT
     CASE WHEN starts_with(e."user".username, 'system:serviceaccount:')
          THEN split_part(e."user".username, ':', 3) END AS sa_namespace,
     CASE WHEN starts_with(e."user".username, 'system:serviceaccount:')
-         THEN NULLIF(array_to_string(list_slice(string_split(e."user".username, ':'), 4, NULL),
-                                     ':'), '') END AS sa_name,
+         THEN NULLIF(regexp_extract(e."user".username, '^system:serviceaccount:[^:]*:(.*)$', 1),
+                     '') END AS sa_name,
     NULLIF(e.sourceIPs, []) AS source_ips,
     e.sourceIPs[1] AS source_ip,
     e.userAgent AS user_agent,

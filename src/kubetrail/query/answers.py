@@ -55,8 +55,22 @@ TOP_DIMENSIONS: dict[str, tuple[str, str | None]] = {
 def _prepare(con: duckdb.DuckDBPyConnection, flt: EventFilter) -> tuple[str, list[Any]]:
     if flt.needs_ip_udf():
         with contextlib.suppress(duckdb.CatalogException):  # already registered
-            con.create_function("kt_ip_in", ip_in, ["VARCHAR", "VARCHAR"], "BOOLEAN")
+            con.create_function("kt_ip_in", _ip_in_arrow, ["VARCHAR", "VARCHAR"], "BOOLEAN",
+                                type="arrow")
     return flt.where()
+
+
+def _ip_in_arrow(ips: pa.Array, networks: pa.Array) -> pa.Array:
+    return pa.array([ip_in(ip, net) for ip, net in zip(ips.to_pylist(), networks.to_pylist(),
+                                                        strict=True)], pa.bool_())
+
+
+def _limit(limit: int | None) -> str:
+    if limit is None or limit == 0:
+        return ""
+    if limit < 0:
+        raise QueryError(f"--limit must be 0 (no limit) or more, got {limit}")
+    return f" LIMIT {int(limit)}"
 
 
 def _requests(where: str, all_stages: bool) -> str:
@@ -90,14 +104,18 @@ def query_events(
     select = ", ".join(f'"{c}"' for c in cols)
     order = "DESC" if newest_first else "ASC"
     sql = (f"SELECT {select} FROM ({_requests(where, all_stages)}) "
-           f"ORDER BY \"time\" {order}, audit_id" + (f" LIMIT {int(limit)}" if limit else ""))
+           f"ORDER BY \"time\" {order}, audit_id" + _limit(limit))
     return _arrow(con.sql(sql, params=params))
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """Any read-only SQL over the `events` view."""
     try:
-        return _arrow(con.sql(sql))
+        rel = con.sql(sql)
+        if rel is None:
+            raise QueryError("the SQL returned no rows to show",
+                             hint="write a query, e.g. SELECT count(*) FROM events")
+        return _arrow(rel)
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {str(exc).splitlines()[0]}",
                          hint="the view is named events; see `kubetrail query --fields` "
@@ -129,6 +147,7 @@ class UserProfile:
 def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = None,
         *, limit: int = 20) -> UserProfile:
     """What `user` (a name or glob; matched as the acting or the impersonated user) did."""
+    lim = _limit(limit)
     base = EventFilter(**{**(vars(flt) if flt else {}), "users": (user,)})
     where, params = _prepare(con, base)
     reqs = f"({_requests(where, False)})"
@@ -148,15 +167,15 @@ def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = Non
     profile.groups = [r[0] for r in rows(
         f"SELECT DISTINCT unnest(groups) g FROM {reqs} ORDER BY g")]
     profile.source_ips = rows(f"SELECT unnest(source_ips) ip, count(*) n FROM {reqs} "
-                              f"GROUP BY ip ORDER BY n DESC, ip LIMIT {limit}")
+                              f"GROUP BY ip ORDER BY n DESC, ip{lim}")
     profile.user_agents = rows(f"SELECT user_agent, count(*) n FROM {reqs} WHERE user_agent "
-                               f"IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT {limit}")
+                               f"IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1{lim}")
     profile.verbs = rows(f"SELECT verb, count(*) n FROM {reqs} GROUP BY 1 ORDER BY n DESC, 1")
     touched = con.sql(
         f"SELECT verb, concat_ws('/', resource, subresource) AS resource, namespace, "
         f"count(*) AS requests, count(*) FILTER (decision = 'forbid' OR code = 403) AS denied, "
         f"max(\"time\") AS last FROM {reqs} WHERE resource IS NOT NULL "
-        f"GROUP BY ALL ORDER BY requests DESC, resource LIMIT {limit}", params=params)
+        f"GROUP BY ALL ORDER BY requests DESC, resource{lim}", params=params)
     profile.touched = _arrow(touched).to_pylist()
     profile.impersonated_by = rows(
         f"SELECT \"user\", count(*) n FROM {reqs} WHERE impersonated_user IS NOT NULL "
@@ -205,7 +224,7 @@ def object_history(con: duckdb.DuckDBPyConnection, target: str, namespace: str |
     where, params = _prepare(con, flt)
     sql = (f"SELECT \"time\", cluster, \"user\", verb, subresource, code, decision, audit_id, "
            f"level, event FROM ({_requests(where, False)}) ORDER BY \"time\", audit_id"
-           + (f" LIMIT {int(limit)}" if limit else ""))
+           + _limit(limit))
     entries: list[HistoryEntry] = []
     previous: Any = None
     for row in con.sql(sql, params=params).fetchall():
@@ -274,7 +293,7 @@ def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *, lim
            f"count(*) FILTER (decision = 'forbid' OR code = 403) AS denied, "
            f"min(\"time\") AS first, max(\"time\") AS last "
            f"FROM ({_requests(where, False)}) {extra} GROUP BY 1 "
-           f"ORDER BY requests DESC, value LIMIT {int(limit)}")
+           f"ORDER BY requests DESC, value{_limit(limit)}")
     return _arrow(con.sql(sql, params=params)).to_pylist()
 
 

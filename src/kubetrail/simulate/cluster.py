@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import identity as idn
-from .engine import Engine, Identity
+from .engine import Engine
+from .vocab import Identity
 
 # name, GKE-style location, server version, its commit, UTC offset of the team running it
 _CLUSTERS = (
@@ -68,6 +69,8 @@ def generated(rng_bits: int, n: int) -> str:
 
 @dataclass(slots=True)
 class Node:
+    """A node: its kubelet identity and the pods it runs (which drive kubelet traffic)."""
+
     name: str
     ip: str
     uid: str
@@ -78,6 +81,8 @@ class Node:
 
 @dataclass(slots=True)
 class Pod:
+    """A pod; ``configmaps``/``secrets`` are what its kubelet watches object by object."""
+
     name: str
     namespace: str
     uid: str
@@ -147,6 +152,8 @@ class Person:
 
 @dataclass(slots=True)
 class Cluster:
+    """One simulated cluster: versions, nodes, workloads, identities (``who``) and people."""
+
     name: str
     index: int
     location: str
@@ -176,8 +183,11 @@ class Cluster:
     def ua(self, binary: str, suffix: str = "") -> str:
         return idn.client_ua(binary, self.version, self.commit, suffix)
 
-    def pod_ip(self, node: Node) -> str:
-        return f"10.{244 + self.index}.{self.nodes.index(node)}.{10 + len(node.pods)}"
+    def pod_ip(self, node: Node, host: int = -1) -> str:
+        """An address in ``node``'s pod CIDR (10.244.<node>.0/24 in the first cluster)."""
+        if host < 0:
+            host = 10 + len(node.pods) % 230
+        return f"10.{(244 + self.index) % 256}.{self.nodes.index(node) % 256}.{host}"
 
 
 def cluster_name(index: int) -> str:
@@ -190,13 +200,13 @@ def build(index: int, eng: Engine, nodes: int) -> Cluster:
     name, location, version, commit, tz = (
         _CLUSTERS[index] if index < len(_CLUSTERS) else
         (cluster_name(index), "us-west1", "v1.31.4", "a78aa47", 0))
-    minor = int(version.split(".")[1])
     n_cp = 1 if nodes < 10 else 3
     node_list: list[Node] = []
     for i in range(max(nodes, 1)):
         cp = i < n_cp
         nname = f"{name}-cp-{i + 1}" if cp else f"{name}-worker-{i - n_cp + 1}"
-        ip = f"10.{index}.0.{11 + i}" if cp else f"10.{index}.1.{20 + i}"
+        net = index % 244  # node networks 10.<n>.x.x stay clear of the pod networks
+        ip = f"10.{net}.0.{11 + i}" if cp else f"10.{net}.{1 + i // 200}.{20 + i % 200}"
         # Kubelets may lag the control plane; one worker in three runs a minor behind.
         kver, kcommit = (version, commit) if cp or i % 3 else ("v1.30.8", "354eac7")
         kubelet = idn.node(nname, ip, idn.client_ua("kubelet", kver, kcommit))
@@ -217,15 +227,19 @@ def build(index: int, eng: Engine, nodes: int) -> Cluster:
                 add_pod(cl, eng, w, workers[slot % len(workers)])
                 slot += 1
             cl.workloads.append(w)
-    _people(cl, minor)
+    _people(cl)
     return cl
 
 
 def add_pod(cl: Cluster, eng: Engine, w: Workload, node: Node) -> Pod:
     """Place a new pod of ``w`` on ``node`` (its name follows the ReplicaSet hash)."""
     name = f"{w.rs_name}-{generated(eng.rng.getrandbits(32), 5)}"
-    cms = ("kube-root-ca.crt", f"{w.name}-config")
-    secrets = (f"{w.name}-credentials",) if w.namespace in ("payments", "shop") else ()
+    # Every pod mounts kube-root-ca.crt; some workloads also read a ConfigMap or a Secret,
+    # which the kubelet then watches object by object.
+    cms = ("kube-root-ca.crt", f"{w.name}-config") if w.uid[0] in "01234567" else (
+        "kube-root-ca.crt",)
+    secrets = (f"{w.name}-credentials",) if w.namespace in ("payments", "shop") and \
+        w.uid[1] in "0123" else ()
     pod = Pod(name, w.namespace, eng.uuid(), node, cl.pod_ip(node), w.name, w.name, cms, secrets)
     node.pods.append(pod)
     w.pods.append(pod)
@@ -239,71 +253,60 @@ def remove_pod(w: Workload, pod: Pod) -> None:
         pod.node.pods.remove(pod)
 
 
-def _system_pod(cl: Cluster, eng: Engine, ns: str, app: str, node: Node, name: str) -> Pod:
-    pod = Pod(name, ns, eng.uuid(), node, node.ip if app in ("kube-proxy", "calico-node") else
-              cl.pod_ip(node), app, app, ("kube-root-ca.crt",))
+def _addon(cl: Cluster, eng: Engine, key: str, ns: str, app: str, node: Node, ua: str,
+           binding: str, role: str, replicaset: bool = True) -> None:
+    """Run an add-on pod on ``node`` and register its pod-bound service-account identity."""
+    bits = eng.rng.getrandbits
+    name = (f"{app}-{generated(bits(64), 10)}-{generated(bits(32), 5)}" if replicaset
+            else f"{app}-{generated(bits(32), 5)}")
+    host_net = app in ("kube-proxy", "calico-node")
+    pod = Pod(name, ns, eng.uuid(), node, node.ip if host_net else cl.pod_ip(node), app, app,
+              ("kube-root-ca.crt",))
     node.pods.append(pod)
     cl.system_pods.setdefault(app, []).append(pod)
-    return pod
-
-
-def _bound_sa(cl: Cluster, eng: Engine, pod: Pod, ua: str, reason: str) -> Identity:
-    claims = idn.pod_claims(eng.uuid(), pod.node.name, pod.node.uid, pod.name, pod.uid)
-    return idn.service_account(pod.namespace, pod.sa, eng.uuid(), ua, pod.ip, reason,
-                               claims if cl.minor >= 30 else {k: claims[k] for k in
-                                                              ("pod-name", "pod-uid")})
+    claims = idn.pod_claims(eng.uuid(), node.name, node.uid, pod.name, pod.uid)
+    if cl.minor < 30:  # node and credential claims arrived in 1.30
+        claims = {k: claims[k] for k in ("pod-name", "pod-uid")}
+    reason = idn.crb(binding, role, "ServiceAccount", f"{app}/{ns}")
+    cl.who[key] = idn.service_account(ns, app, eng.uuid(), ua, pod.ip, reason, claims)
 
 
 def _components(cl: Cluster, eng: Engine) -> None:
     """Control-plane identities and the add-ons every cluster runs."""
     cp = cl.control_plane[0]
-    w, rng = cl.who, eng.rng
+    w = cl.who
     kcm = cl.ua("kube-controller-manager")
     sched = cl.ua("kube-scheduler")
     w["kcm-le"] = idn.system_component("system:kube-controller-manager", f"{kcm}/leader-election", cp.ip)
     w["kcm"] = idn.system_component("system:kube-controller-manager", f"{kcm}/shared-informers", cp.ip)
-    w["kcm-meta"] = idn.system_component("system:kube-controller-manager", f"{kcm}/metadata-informers", cp.ip)
+    w["kcm-meta"] = idn.system_component("system:kube-controller-manager", f"{kcm}/metadata-informers",
+                                         cp.ip)
     w["sched-le"] = idn.system_component("system:kube-scheduler", f"{sched}/leader-election", cp.ip)
     w["sched"] = idn.system_component("system:kube-scheduler", f"{sched}/scheduler", cp.ip)
     w["apiserver"] = idn.loopback(eng.uuid(), cl.ua("kube-apiserver"))
     for sa in CONTROLLERS:
         w[sa] = idn.controller(sa, eng.uuid(), kcm, cp.ip, eng.uuid())
-    minor = f"1.{cl.minor}"
     for n in cl.control_plane:
-        w[f"probe:{n.name}"] = idn.anonymous_probe(n.ip, minor)
-    for i, n in enumerate(cl.nodes):
-        suffix = generated(rng.getrandbits(32), 5)
-        p = _system_pod(cl, eng, "kube-system", "kube-proxy", n, f"kube-proxy-{suffix}")
-        w[f"kube-proxy:{n.name}"] = _bound_sa(
-            cl, eng, p, cl.ua("kube-proxy"),
-            idn.crb("kubeadm:node-proxier", "system:node-proxier", "ServiceAccount", "kube-proxy/kube-system"))
-        p = _system_pod(cl, eng, "kube-system", "calico-node", n,
-                        f"calico-node-{generated(rng.getrandbits(32), 5)}")
-        w[f"calico:{n.name}"] = _bound_sa(
-            cl, eng, p, "calico-node/v0.0.0 (linux/amd64) kubernetes/$Format",
-            idn.crb("calico-node", "calico-node", "ServiceAccount", "calico-node/kube-system"))
-        if i == 0:
-            continue
+        w[f"probe:{n.name}"] = idn.anonymous_probe(n.ip, f"1.{cl.minor}")
+    calico_ua = "calico-node/v0.0.0 (linux/amd64) kubernetes/$Format"
+    for n in cl.nodes:
+        _addon(cl, eng, f"kube-proxy:{n.name}", "kube-system", "kube-proxy", n, cl.ua("kube-proxy"),
+               "kubeadm:node-proxier", "system:node-proxier", replicaset=False)
+        _addon(cl, eng, f"calico:{n.name}", "kube-system", "calico-node", n, calico_ua,
+               "calico-node", "calico-node", replicaset=False)
     workers = cl.workers
-    dns_hash = generated(rng.getrandbits(64), 10)
     for i in range(2):
-        p = _system_pod(cl, eng, "kube-system", "coredns", workers[i % len(workers)],
-                        f"coredns-{dns_hash}-{generated(rng.getrandbits(32), 5)}")
-        w[f"coredns:{i}"] = _bound_sa(cl, eng, p, "coredns/v1.11.3 (linux/amd64) kubernetes/$Format",
-                                      idn.crb("system:coredns", "system:coredns", "ServiceAccount",
-                                              "coredns/kube-system"))
-    p = _system_pod(cl, eng, "kube-system", "metrics-server", workers[-1],
-                    f"metrics-server-{generated(rng.getrandbits(64), 10)}-{generated(rng.getrandbits(32), 5)}")
-    w["metrics-server"] = _bound_sa(cl, eng, p, "Go-http-client/2.0", idn.crb(
-        "system:metrics-server", "system:metrics-server", "ServiceAccount", "metrics-server/kube-system"))
-    p = _system_pod(cl, eng, "argocd", "argocd-application-controller", workers[0],
-                    "argocd-application-controller-0")
-    w["argocd"] = _bound_sa(cl, eng, p, "argocd-application-controller/v2.13.2 (linux/amd64)",
-                            idn.crb("argocd-application-controller", "argocd-application-controller",
-                                    "ServiceAccount", "argocd-application-controller/argocd"))
+        _addon(cl, eng, f"coredns:{i}", "kube-system", "coredns", workers[i % len(workers)],
+               "coredns/v1.11.3 (linux/amd64) kubernetes/$Format", "system:coredns",
+               "system:coredns")
+    _addon(cl, eng, "metrics-server", "kube-system", "metrics-server", workers[-1],
+           "Go-http-client/2.0", "system:metrics-server", "system:metrics-server")
+    _addon(cl, eng, "argocd", "argocd", "argocd-application-controller", workers[0],
+           "argocd-application-controller/v2.13.2 (linux/amd64)",
+           "argocd-application-controller", "argocd-application-controller")
 
 
-def _people(cl: Cluster, minor: int) -> None:
+def _people(cl: Cluster) -> None:
     """The humans and the CI bot that use this cluster (a rotating subset of the team)."""
     roster = [p for i, p in enumerate(_PEOPLE) if (i + cl.index) % 5 != 4]
     for key, username, groups, role, nss, ua, ip in roster:
@@ -316,4 +319,3 @@ def _people(cl: Cluster, minor: int) -> None:
                              CI_REASON)
     apps = tuple(ns for ns in cl.namespaces if ns in _APPS)
     cl.ci = Person("ci", ci, "ci", apps, cl.tz)
-    del minor

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Identity
+from .vocab import Identity
 
 AUTHENTICATED = "system:authenticated"
 
@@ -19,9 +19,17 @@ def allow(reason: str) -> dict[str, str]:
     return {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": reason}
 
 
+def _discovery() -> dict[str, str]:
+    return allow(crb("system:discovery", "system:discovery", "Group", AUTHENTICATED))
+
+
 def crb(binding: str, role: str, kind: str, subject: str) -> str:
     """RBAC reason for a ClusterRoleBinding; ``kind`` is User, Group or ServiceAccount."""
     return f'RBAC: allowed by ClusterRoleBinding "{binding}" of ClusterRole "{role}" to {kind} "{subject}"'
+
+
+DISCOVERY = _discovery()
+"""Annotations of an allowed discovery request (``/api``, ``/apis``, ``/version``)."""
 
 
 def rb(binding: str, namespace: str, role: str, kind: str, subject: str, cluster_role: bool = True) -> str:
@@ -37,7 +45,8 @@ def client_ua(binary: str, version: str, commit: str, suffix: str = "", os_arch:
     return f"{ua}/{suffix}" if suffix else ua
 
 
-def user(username: str, groups: list[str], uid: str = "", extra: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def user(username: str, groups: list[str], uid: str = "",
+         extra: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """A UserInfo block in field order with empty fields omitted."""
     out: dict[str, Any] = {"username": username}
     if uid:

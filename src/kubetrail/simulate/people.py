@@ -9,21 +9,14 @@ cascade, plus the odd 404 (typo), 403 (outside their RBAC scope) and 401 (expire
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from . import bodies
 from .cluster import Cluster, Person, Workload
-from .engine import (
-    DAY_US,
-    FORBID,
-    MIN,
-    SEC,
-    Engine,
-    forbidden,
-    latency_annotations,
-    not_found,
-    oref,
-)
+from .engine import Engine
+from .identity import DISCOVERY
+from .vocab import DAY_US, FORBID, MIN, SEC, forbidden, latency_annotations, not_found, oref
 from .workload import rollout
 
 _HOUR = 60 * MIN
@@ -54,35 +47,41 @@ class Kubectl:
         self.eng, self.cl, self.p = eng, cl, person
 
     def req(self, t: int, verb: str, ref: dict[str, str] | None, *, query: str = "",
-            uri: str = "", sub_verb: str = "", **kw: object) -> int:
+            uri: str = "", **kw: Any) -> int:
         """One request, authorized (or denied) by the person's RBAC scope."""
         eng, who = self.eng, self.p.ident
         if ref is None:
-            return eng.request(t, who, verb, uri, None, lat=eng.tiny())
+            return eng.request(t, who, verb, uri, None, lat=eng.tiny(), ann=DISCOVERY)
         ann = self.p.authorize(verb, ref["resource"], ref.get("namespace", ""))
         if ann is None:
-            st = forbidden(who.username, sub_verb or verb, ref["resource"], ref.get("apiGroup", ""),
-                           ref.get("namespace", ""), ref.get("name", ""))
-            kw.pop("end", None)
-            return eng.call(t, who, verb, ref, query=query, uri=uri, code=403, status=st,
-                            ann=FORBID, lat=eng.tiny())
-        return eng.call(t, who, verb, ref, query=query, uri=uri, ann=ann, **kw)  # type: ignore[arg-type]
+            return self.deny(t, verb, ref, query)
+        return eng.call(t, who, verb, ref, query=query, uri=uri, ann=ann, **kw)
+
+    def deny(self, t: int, verb: str, ref: dict[str, str], query: str = "") -> int:
+        """An RBAC denial: 403, decision forbid, empty reason, no bodies."""
+        eng, who = self.eng, self.p.ident
+        st = forbidden(who.username, verb, ref["resource"], ref.get("apiGroup", ""),
+                       ref.get("namespace", ""), ref.get("name", ""))
+        return eng.call(t, who, verb, ref, query=query, code=403, status=st, ann=FORBID,
+                        lat=eng.tiny())
 
     def stream(self, t: int, pod_ref: dict[str, str], sub: str, query: str, seconds: float,
-               code: int) -> int:
+               code: int, ws_since: int = 30) -> int:
         """GET the pod, then a long-running exec/log/portforward subresource request."""
         eng = self.eng
         t = self.req(t, "get", pod_ref) + 2000
         ref = {**pod_ref, "subresource": sub}
-        # kubectl >= 1.30 talks WebSocket to a >= 1.30 server: the upgrade is a GET.
-        ws = self.p.kubectl_minor >= 30 and self.cl.minor >= 30 and sub != "log"
+        # kubectl exec >= 1.30 (port-forward >= 1.31) talks WebSocket to a server that can:
+        # the upgrade is then a GET instead of an SPDY POST.
+        ws = min(self.p.kubectl_minor, self.cl.minor) >= ws_since
         verb = "get" if ws or sub == "log" else "create"
         end = t + int(seconds * SEC)
         ann = self.p.authorize("create", "pods", pod_ref["namespace"])
         if ann is not None and end - t > 500_000:
             ann = latency_annotations(end - t, ann)
-        return eng.call(t, self.p.ident, verb, ref, query=query, end=end, code=code, ann=ann) \
-            if ann is not None else self.req(t, verb, ref, query=query)
+        if ann is None:  # exec/attach/portforward need "create" on the subresource
+            return self.deny(t, "create", ref, query)
+        return eng.call(t, self.p.ident, verb, ref, query=query, end=end, code=code, ann=ann)
 
     def run(self, t: int, cmd: str, ns: str, w: Workload) -> int:
         eng, rng = self.eng, self.eng.rng
@@ -112,9 +111,9 @@ class Kubectl:
                                f"?command={shell}&container=app&stdin=true&stdout=true&tty=true",
                                rng.uniform(20, 600), 101)
         if cmd == "port-forward":
-            ws = self.p.kubectl_minor >= 31 and self.cl.minor >= 31
+            ws = min(self.p.kubectl_minor, self.cl.minor) >= 31
             return self.stream(t, pod_ref, "portforward", "?ports=8080" if ws else "",
-                               rng.uniform(60, 1800), 101)
+                               rng.uniform(60, 1800), 101, ws_since=31)
         if cmd == "get-secret":
             return self.req(t, "get", oref("secrets", ns, f"{w.name}-credentials"))
         if cmd == "other-secret":
@@ -206,7 +205,7 @@ def ci_deploy(eng: Engine, cl: Cluster, t: int) -> None:
 def stale_client(eng: Engine, cl: Cluster) -> None:
     """A pod still using a token whose service account was deleted: 401s on each relist."""
     node = cl.workers[-1]
-    ip = f"10.{244 + cl.index}.{cl.nodes.index(node)}.250"
+    ip = cl.pod_ip(node, 250)
     rng = eng.rng
 
     def relist(t: int) -> None:

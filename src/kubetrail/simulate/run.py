@@ -11,8 +11,9 @@ from typing import Any
 
 from . import background, people
 from .cluster import build, cluster_name
-from .engine import SEC, Engine
+from .engine import Engine
 from .scenarios import SCENARIOS, ScenarioContext
+from .vocab import SEC
 
 DEFAULT_START = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.UTC)
 """A fixed Monday morning (UTC), so short runs already contain office-hours activity."""
@@ -104,20 +105,20 @@ def _placement(k: int, total: int, start_us: int, end_us: int, events: int | Non
 
 def simulate(*, events: int | None = None, duration: dt.timedelta | None = None, seed: int = 0,
              clusters: int = 1, scenarios: Sequence[str] = (), start: dt.datetime | None = None,
-             nodes: int = 5) -> Iterator[tuple[str, dict[str, Any]]]:
+             nodes: int = 5, profile: background.Profile | None = None,
+             ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Generate realistic audit events: ``(cluster name, audit.k8s.io/v1 Event dict)``.
 
     Events come in ``stageTimestamp`` order per cluster, clusters merged by time. The run stops
     after exactly ``events`` events or ``duration`` of simulated time, whichever comes first.
-    The same arguments always give the same events. Event dicts share nested values: treat
-    them as read-only.
+    The same arguments always give the same events. ``profile`` overrides the periods of the
+    background sources. Event dicts share nested values: treat them as read-only.
 
-    >>> from itertools import islice
     >>> cluster, event = next(simulate(events=1))
     >>> cluster, event["kind"]
     ('prod-eu', 'Event')
     """
     names = check_args(events, duration, clusters, scenarios, nodes)
     gen = stream(events=events, duration=duration, seed=seed, clusters=clusters, scenarios=names,
-                 start=start or DEFAULT_START, nodes=nodes)
+                 start=start or DEFAULT_START, nodes=nodes, profile=profile)
     return ((name, ev) for _, name, ev in gen)

@@ -15,9 +15,10 @@ from urllib.parse import quote_plus
 
 from . import bodies
 from . import identity as idn
-from .cluster import Cluster
-from .engine import FORBID, SEC, Engine, Identity, forbidden, latency_annotations, oref
-from .workload import _psa, start_pod
+from .cluster import Cluster, Pod, generated
+from .engine import Engine
+from .vocab import FORBID, SEC, Identity, forbidden, latency_annotations, oref
+from .workload import start_pod, with_psa
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +168,9 @@ def _privileged_pod(ctx: ScenarioContext) -> None:
                      idn.allow(idn.crb("kubeadm:cluster-admins", "cluster-admin", "Group",
                                        "kubeadm:cluster-admins")))
     node = cl.workers[-1]
-    from .cluster import Pod, generated
     p = Pod(f"node-shell-{generated(eng.rng.getrandbits(32), 5)}", "default", eng.uuid(), node,
-            node.ip, "default", "node-shell")
-    spec = {"hostPID": True, "nodeName": node.name,
+            cl.pod_ip(node), "default", "node-shell")
+    spec = {"hostPID": True,
             "containers": [{"name": "shell", "image": "docker.io/library/alpine:3.20",
                             "command": ["nsenter", "--target", "1", "--mount", "--uts", "--ipc",
                                         "--net", "--pid", "--", "sh"],
@@ -179,7 +179,7 @@ def _privileged_pod(ctx: ScenarioContext) -> None:
                             "volumeMounts": [{"name": "host-root", "mountPath": "/host"}]}],
             "volumes": [{"name": "host-root", "hostPath": {"path": "/", "type": ""}}],
             "restartPolicy": "Never", "tolerations": [{"operator": "Exists"}]}
-    ann = _psa(admin.allow, "privileged:latest")
+    ann = with_psa(admin.allow, "privileged:latest")
     ann["pod-security.kubernetes.io/audit-violations"] = _PRIV_VIOLATIONS
     ts = eng.ts(t)
     done = eng.call(t, admin, "create", oref("pods", "default"), query="?fieldManager=kubectl-run",

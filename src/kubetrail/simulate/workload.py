@@ -11,17 +11,15 @@ from typing import Any
 
 from . import bodies
 from .cluster import Cluster, Pod, Workload, add_pod, generated, remove_pod
-from .engine import MIN, SEC, Engine, Identity, conflict, oref
+from .engine import Engine
+from .vocab import MIN, SEC, Identity, conflict, oref
 
 _MS = 1000
 
 
 def _event(eng: Engine, t: int, who: Identity, ns: str, new_api: bool = False) -> None:
     """An Event object written by a component (scheduler uses events.k8s.io)."""
-    if new_api:
-        ref = oref("events", ns, group="events.k8s.io")
-    else:
-        ref = oref("events", ns)
+    ref = oref("events", ns, group="events.k8s.io") if new_api else oref("events", ns)
     eng.call(t, who, "create", ref)
 
 
@@ -134,7 +132,7 @@ def rollout(eng: Engine, cl: Cluster, t: int, w: Workload) -> int:
                  rc_ref=oref("pods", w.namespace, p.name),
                  req=bodies.pod(p, w, "", owner), resp=bodies.pod(p, w, pts, owner, uid=p.uid,
                                                                   rv=eng.rv()),
-                 ann=_psa(rsc.allow))
+                 ann=with_psa(rsc.allow))
         ready = start_pod(eng, cl, cursor, p, w)
         _status(eng, ready, rsc, "ReplicaSet", "replicasets", w.rs_name, w.namespace, rs_uid,
                 {"replicas": i + 1, "readyReplicas": i + 1}, conflict_p=0.1)
@@ -142,10 +140,12 @@ def rollout(eng: Engine, cl: Cluster, t: int, w: Workload) -> int:
             old = old_pods[i]
             remove_pod(w, old)
             scale = oref("replicasets", w.namespace, old_rs, "apps")
-            eng.call(ready + 5 * _MS, dc, "update", scale,
-                     req={"kind": "ReplicaSet", "apiVersion": "apps/v1",
-                          "metadata": {"name": old_rs, "namespace": w.namespace},
-                          "spec": {"replicas": len(old_pods) - i - 1}})
+            body = {"kind": "ReplicaSet", "apiVersion": "apps/v1",
+                    "metadata": {"name": old_rs, "namespace": w.namespace,
+                                 "resourceVersion": eng.rv()},
+                    "spec": {"replicas": len(old_pods) - i - 1}}
+            eng.call(ready + 5 * _MS, dc, "update", scale, req=body,
+                     resp={**body, "status": {"replicas": len(old_pods) - i}})
             stop_pod(eng, cl, ready + 12 * _MS, old, w, rsc)
         cursor = ready + 30 * _MS
     for old in old_pods[w.replicas:]:
@@ -157,7 +157,7 @@ def rollout(eng: Engine, cl: Cluster, t: int, w: Workload) -> int:
                    conflict_p=0.3)
 
 
-def _psa(base: dict[str, str], level: str = "restricted:latest") -> dict[str, str]:
+def with_psa(base: dict[str, str], level: str = "restricted:latest") -> dict[str, str]:
     """Pod writes also carry Pod Security's enforce-policy annotation."""
     return {**base, "pod-security.kubernetes.io/enforce-policy": level}
 
@@ -181,9 +181,12 @@ def cron_run(eng: Engine, cl: Cluster, t: int, ns: str, name: str, cj_uid: str) 
     p = Pod(f"{job}-{generated(rng.getrandbits(32), 5)}", ns, eng.uuid(), node, cl.pod_ip(node),
             "default", name)
     t += 15 * _MS
+    job_owner = bodies.owner("Job", job, job_uid, "batch/v1")
+    spec = bodies.job(job, ns, name, cj_uid, "")["spec"]["template"]["spec"]
     eng.call(t, jc, "create", oref("pods", ns), rc_ref=oref("pods", ns, p.name),
-             req=bodies.pod(p, None, "", bodies.owner("Job", job, job_uid, "batch/v1")),
-             ann=_psa(jc.allow))
+             req=bodies.pod(p, None, "", job_owner, spec=spec),
+             resp=bodies.pod(p, None, eng.ts(t), job_owner, uid=p.uid, rv=eng.rv(), spec=spec),
+             ann=with_psa(jc.allow))
     ready = start_pod(eng, cl, t, p, None)
     done = ready + 20 * SEC + rng.randrange(70 * SEC)
     eng.call(done, node.kubelet, "patch", oref("pods", ns, p.name, sub="status"),
@@ -197,6 +200,8 @@ def cron_run(eng: Engine, cl: Cluster, t: int, ns: str, name: str, cj_uid: str) 
              req=bodies.delete_options(propagation="Background"),
              resp={"kind": "Job", "apiVersion": "batch/v1",
                    "metadata": bodies.meta(old, ns, ts=ts), "status": {"succeeded": 1}})
+    gone = Pod(f"{old}-{generated(rng.getrandbits(32), 5)}", ns, eng.uuid(), node, p.ip,
+               "default", name)
     eng.call(done + SEC + 30 * _MS, cl.who["generic-garbage-collector"], "delete",
-             oref("pods", ns, f"{old}-{generated(rng.getrandbits(32), 5)}"),
-             req=bodies.delete_options(propagation="Background"))
+             oref("pods", ns, gone.name), req=bodies.delete_options(propagation="Background"),
+             resp=bodies.pod(gone, None, ts, None, uid=gone.uid, rv=eng.rv(), spec=spec))

@@ -65,6 +65,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: Path) -> None:
+    """Create `path` and any missing parents, each private to the owner (0700)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -101,7 +112,7 @@ class Archive:
         if create:
             try:
                 for d in (self.root, self.segments_dir, self.state_dir, self.quarantine_dir):
-                    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    ensure_dir(d)
             except OSError as exc:
                 raise StoreError(f"cannot create the data dir {self.root}: {exc.strerror}",
                                  hint="choose another with --data-dir or KUBETRAIL_DATA_DIR"
@@ -235,7 +246,7 @@ class Archive:
     def _write_segment(self, part: pa.Table, cluster: str, date: str) -> Path:
         """Write one sealed segment atomically and record it in the manifest."""
         directory = self.segments_dir / _cluster_dir(cluster) / f"date={date}"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_dir(directory)
         times = part.column("time")
         first, last = pc.min(times).as_py(), pc.max(times).as_py()
         path = directory / f"seg-{first:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
