@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= demo-data
+KT     := $(BIN)/kubetrail --data-dir $(DEMO)/archive
 
 .PHONY: install demo test bench lint lock clean
 
@@ -19,20 +20,23 @@ install: $(STAMP)
 
 # A day of a small cluster with attacks, ingested, then the first answers.
 demo: install
-	rm -rf $(DEMO)
-	$(BIN)/kubetrail simulate --duration 24h --seed 7 --out $(DEMO)/audit.log \
+	@rm -rf $(DEMO)
+	@echo "== simulating a day of a 5-node cluster, with four attacks =="
+	@$(KT) simulate --duration 24h --seed 7 --out $(DEMO)/audit.log \
 		--scenario exec-shell --scenario secrets-dump --scenario bind-cluster-admin \
 		--scenario brute-force
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive --no-progress ingest $(DEMO)/audit.log --cluster demo
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive stats
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive top users --limit 8
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive query --user '*@*' --verb create --verb delete \
-		--verb patch --verb update --limit 15
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive query --resource pods/exec \
-		--fields time,user,namespace,name,command,source_ip
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive top denied --limit 8
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive top source-ips --code 401 --limit 3
-	$(BIN)/kubetrail --data-dir $(DEMO)/archive timeline --bucket 2h
+	@echo; echo "== ingesting it into $(DEMO)/archive =="
+	@$(KT) --no-progress ingest $(DEMO)/audit.log --cluster demo
+	@echo; echo "== the archive =="; $(KT) stats
+	@echo; echo "== who talks to the API server most =="; $(KT) top users --limit 8
+	@echo; echo "== what people changed (kubectl users: *@*) =="
+	@$(KT) query --user '*@*' --verb create --verb delete --verb patch --verb update --limit 15
+	@echo; echo "== who opened a shell in a pod, with which command =="
+	@$(KT) query --resource pods/exec --fields time,user,namespace,name,command,source_ip
+	@echo; echo "== what one of them did: who alice@example.com =="; $(KT) who alice@example.com --limit 8
+	@echo; echo "== denied requests =="; $(KT) top denied --limit 8
+	@echo; echo "== where failed logins (401) came from =="; $(KT) top source-ips --code 401 --limit 3
+	@echo; echo "== requests over the day =="; $(KT) timeline --bucket 2h
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -584,3 +584,68 @@ def test_many_segments_are_one_view(tmp_path: Path) -> None:
         assert query_events(con, EventFilter(), limit=None).num_rows == 30
     finally:
         con.close()
+
+
+# -- source IP matching against Python's ipaddress -------------------------------------
+
+ODD_IPS: dict[str, list[str]] = {
+    "loopback6": ["::1"],
+    "link-local-zone": ["fe80::1%eth0"],
+    "long-form": ["2001:db8:0:0:1:0:0:1"],
+    "upper-case": ["2001:DB8::ABCD"],
+    "chain-v4-v6": ["10.0.0.1", "2001:db8::5"],
+    "v4-mapped": ["::ffff:10.0.0.1"],
+    "v4": ["192.168.1.20"],
+    "other-v6": ["2001:db9:ffff::1"],
+    "full": ["2001:0db8:85a3:0000:0000:8a2e:0370:7334"],
+    "no-ips": [],
+}
+
+
+def _matches(ips: list[str], network: str) -> bool:
+    import ipaddress
+
+    net = ipaddress.ip_network(network, strict=False)
+    for ip in ips:
+        try:
+            if ipaddress.ip_address(ip.split("%")[0]) in net:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@pytest.fixture(scope="module")
+def odd_ips(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    base = tmp_path_factory.mktemp("ips")
+    events = []
+    for n, (label, ips) in enumerate(ODD_IPS.items()):
+        (e,) = bulk_events(1, start=9_500_000 + n)
+        e["auditID"] = label
+        if ips:
+            e["sourceIPs"] = ips
+        else:
+            e.pop("sourceIPs")
+        events.append(e)
+    log = base / "ips.log"
+    log.write_text(render(events))
+    archive, report = ingest_into(base / "data", [log])
+    assert report.exit_code == 0
+    return archive
+
+
+@pytest.mark.parametrize("network", [
+    "::1", "::1/128", "::/0", "2001:db8::/32", "2001:db8::/29", "2001:db0::/29",
+    "2001:db8::/33", "2001:db8:85a3::/48", "2001:db8::abcd", "2001:db8::5/127", "fe80::/10",
+    "2001:db8:0:0:1::/80", "10.0.0.0/8", "0.0.0.0/0", "192.168.1.20", "192.168.0.0/23",
+    "10.0.0.1/32",
+])
+def test_source_ip_matches_like_ipaddress(odd_ips: Archive, network: str) -> None:
+    con = odd_ips.connect()
+    try:
+        got = query_events(con, EventFilter(source_ips=(network,)), fields=("audit_id",),
+                           limit=None).column("audit_id").to_pylist()
+    finally:
+        con.close()
+    expected = {label for label, ips in ODD_IPS.items() if _matches(ips, network)}
+    assert set(got) == expected

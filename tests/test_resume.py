@@ -173,3 +173,32 @@ def test_compressed_file_ingested_twice(tmp_path: Path, data_dir: Path, compress
     archive, report = ingest_into(data_dir, [path])
     assert [f.status for f in report.files] == ["unchanged"]
     assert rows(archive, "SELECT count(*) FROM events") == [(50,)]
+
+
+def test_line_being_written_is_read_once_complete(write_log: WriteLog, data_dir: Path) -> None:
+    """Ingesting the live audit.log while the API server writes it: the last line may be
+    cut. Once the rest of it is written, the next ingest must store that event."""
+    events = bulk_events(36)
+    lines = [compact(e) for e in events]
+    log = write_log("audit.log", [])
+    log.write_text("\n".join(lines[:30]) + "\n" + lines[30][:200], encoding="utf-8")
+    archive, report = ingest_into(data_dir, [log])
+    assert report.clusters["default"].stored == 30
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(lines[30][200:] + "\n" + "\n".join(lines[31:]) + "\n")
+    _, report = ingest_into(data_dir, [log])
+    assert report.clusters["default"].stored == 6
+    assert set(rows(archive, "SELECT audit_id FROM events")) == {(e["auditID"],) for e in events}
+
+
+def test_duplicates_across_batches_of_one_run(tmp_path: Path, data_dir: Path) -> None:
+    """The same events twice in a file big enough for several committed batches."""
+    one = tmp_path / "one.log"
+    write_many(one, 16_000)
+    log = tmp_path / "twice.log"
+    log.write_bytes(one.read_bytes() * 2)
+    archive, report = ingest_into(data_dir, [log], batch_events=2000)
+    c = report.clusters["default"]
+    assert (c.read, c.stored, c.duplicate) == (32_000, 16_000, 16_000)
+    assert len(archive.segment_files()) > 1
+    assert count_and_distinct(data_dir) == (16_000, 16_000)

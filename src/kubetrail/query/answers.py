@@ -4,7 +4,6 @@ the `events` view (see :meth:`kubetrail.store.archive.Archive.connect`)."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,7 @@ from ..errors import QueryError
 from ..events.model import AuditEvent
 from ..events.row import SCHEMA
 from .diff import Change, object_changes
-from .filters import STAGE_RANK_SQL, EventFilter, ip_in
+from .filters import IP6_HEX_MACRO, STAGE_RANK_SQL, EventFilter
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -53,16 +52,9 @@ TOP_DIMENSIONS: dict[str, tuple[str, str | None]] = {
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, flt: EventFilter) -> tuple[str, list[Any]]:
-    if flt.needs_ip_udf():
-        with contextlib.suppress(duckdb.CatalogException):  # already registered
-            con.create_function("kt_ip_in", _ip_in_arrow, ["VARCHAR", "VARCHAR"], "BOOLEAN",
-                                type="arrow")
+    if flt.needs_ip6():
+        con.execute(IP6_HEX_MACRO)
     return flt.where()
-
-
-def _ip_in_arrow(ips: pa.Array, networks: pa.Array) -> pa.Array:
-    return pa.array([ip_in(ip, net) for ip, net in zip(ips.to_pylist(), networks.to_pylist(),
-                                                        strict=True)], pa.bool_())
 
 
 def _limit(limit: int | None) -> str:

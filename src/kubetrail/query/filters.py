@@ -88,18 +88,33 @@ def _cidr_condition(value: str, params: list[Any]) -> str:
                   "TRY_CAST(split_part(ip, '.', 3) AS BIGINT) * 256 + "
                   "TRY_CAST(split_part(ip, '.', 4) AS BIGINT))")
         return (f"len(list_filter(source_ips, lambda ip: {as_int} BETWEEN ? AND ?)) > 0")
-    params.append(str(net))
-    return "len(list_filter(source_ips, lambda ip: kt_ip_in(ip, ?))) > 0"
+    # IPv6: compare the leading hex digits of the expanded address (IP6_HEX_MACRO).
+    hexdigits = net.network_address.exploded.replace(":", "")
+    whole, rem = divmod(net.prefixlen, 4)
+    params.append(hexdigits[:whole])
+    cond = "starts_with(kt_ip6_hex(ip), ?)"
+    if rem:
+        params.append(int(hexdigits[whole], 16) >> (4 - rem))
+        cond += (f" AND (('0x' || substr(kt_ip6_hex(ip), {whole + 1}, 1))::INTEGER "
+                 f">> {4 - rem}) = ?")
+    return f"len(list_filter(source_ips, lambda ip: {cond})) > 0"
 
 
-def ip_in(ip: str | None, network: str) -> bool:
-    """Scalar used by DuckDB for IPv6 networks (IPv4 is compiled to integer arithmetic)."""
-    if not ip:
-        return False
-    try:
-        return ipaddress.ip_address(ip) in ipaddress.ip_network(network, strict=False)
-    except ValueError:
-        return False
+def _groups(part: str) -> str:
+    return f"(CASE WHEN {part} = '' THEN [] ELSE string_split({part}, ':') END)"
+
+
+_ADDR = "split_part(ip, '%', 1)"  # without a zone index such as %eth0
+_HEAD, _TAIL = f"split_part({_ADDR}, '::', 1)", f"split_part({_ADDR}, '::', 2)"
+#: An IPv6 address as its 32 hex digits (`::` expanded, zone dropped); NULL for IPv4.
+#: No subquery, so it can be used inside the lambdas that walk `source_ips`.
+IP6_HEX_MACRO = (
+    f"CREATE OR REPLACE TEMP MACRO kt_ip6_hex(ip) AS CASE WHEN contains(ip, ':') THEN "
+    f"array_to_string(list_transform(CASE WHEN contains(ip, '::') THEN "
+    f"{_groups(_HEAD)} || list_transform(range(8 - len({_groups(_HEAD)}) - len({_groups(_TAIL)})), "
+    f"lambda x: '0') || {_groups(_TAIL)} ELSE string_split({_ADDR}, ':') END, "
+    "lambda g: lpad(lower(g), 4, '0')), '') END"
+)
 
 
 @dataclass(frozen=True)
@@ -186,5 +201,5 @@ class EventFilter:
         clauses.extend(f"({e})" for e in self.extra)
         return (" AND ".join(clauses) if clauses else "TRUE"), params
 
-    def needs_ip_udf(self) -> bool:
+    def needs_ip6(self) -> bool:
         return any(":" in ip for ip in self.source_ips)
