@@ -359,10 +359,15 @@ def render(events: Sequence[Event], shape: str = "jsonl", newline: str = "\n") -
         return "".join(json.dumps(e, indent=2).replace("\n", newline) + newline for e in events)
     if shape == "concat":
         return "".join(compact(e) for e in events)
-    if shape == "aws-tail":
+    if shape == "array":  # `jq -s`, `gcloud --format=json` style: one JSON array
+        return json.dumps(list(events), indent=1).replace("\n", newline) + newline
+    if shape == "aws-tail":  # `aws logs tail` (--format detailed, the default)
         return "".join(
             f"{e['stageTimestamp'].replace('Z', '+00:00')} kube-apiserver-audit-8f3c2 "
             f"{compact(e)}{newline}" for e in events)
+    if shape == "aws-tail-short":  # `aws logs tail --format short`: no stream name
+        return "".join(f"{e['stageTimestamp'].replace('Z', '+00:00')} {compact(e)}{newline}"
+                       for e in events)
     raise ValueError(shape)
 
 

@@ -358,3 +358,33 @@ def test_unknown_ingest_format(run: Run, write_log: WriteLog, tmp_path: Path) ->
     rc, _out, err = run("--data-dir", tmp_path / "d", "ingest",
                         write_log("a.log", audit_trail().events), "--format", "xml")
     assert rc == 1 and "xml" in err
+
+
+@pytest.fixture(scope="module")
+def thirty_users(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 users, each reading pods in a namespace of their own."""
+    from conftest import bulk_events, user_info
+
+    base = tmp_path_factory.mktemp("thirty")
+    events = bulk_events(30)
+    for n, e in enumerate(events):
+        e["user"] = user_info(f"user-{n:02d}")
+        e["objectRef"]["namespace"] = f"ns-{n:02d}"
+    log = base / "many.log"
+    log.write_text(render(events))
+    ingest_into(base / "data", [log])
+    return base / "data"
+
+
+@pytest.mark.parametrize("argv", [
+    ["query", "-o", "json"],
+    ["top", "users", "-o", "json"],
+    ["top", "namespaces", "-o", "json"],
+    ["who", "user-*", "-o", "csv"],  # what they touched
+], ids=["query", "top-users", "top-namespaces", "who"])
+def test_limit_zero_means_all(run: Run, thirty_users: Path, argv: list[str]) -> None:
+    """`--limit` is documented as "At most this many rows (0: all)" on every command."""
+    rc, out, err = run("--data-dir", thirty_users, *argv, "--limit", "0")
+    assert rc == 0, err
+    got = csv_rows(out) if "csv" in argv else json_lines(out)
+    assert len(got) == 30

@@ -63,6 +63,9 @@ SHAPES = [
     ("pretty", None, "utf-8", "\n"),
     ("concat", None, "utf-8", "\n"),
     ("aws-tail", None, "utf-8", "\n"),
+    ("aws-tail-short", None, "utf-8", "\n"),
+    ("array", None, "utf-8", "\n"),
+    ("array", "gzip", "utf-8", "\n"),
     *[(shape, comp, "utf-8", "\n")
       for shape in ("jsonl", "eventlist", "eventlist-pretty", "pretty", "concat")
       for comp in ("gzip", "gzip-multi", "bzip2")],
@@ -582,3 +585,21 @@ def test_progress_reports_events_and_bytes(write_log: WriteLog, data_dir: Path) 
     assert calls[-1][0] == 3000
     assert calls[-1][1] == log.stat().st_size
     assert [n for n, _ in calls] == sorted(n for n, _ in calls)
+
+
+@pytest.mark.parametrize(("stamp", "expected"), [
+    ("2026-11-01T09:00:00.123456789Z", "2026-11-01T09:00:00.123456+00:00"),
+    ("2026-11-02T01:30:00.000001+02:00", "2026-11-01T23:30:00.000001+00:00"),
+    ("2026-11-01T09:00:00Z", "2026-11-01T09:00:00+00:00"),
+    ("2026-11-01T09:00:00.123Z", "2026-11-01T09:00:00.123000+00:00"),
+])
+def test_timestamp_spellings(write_log: WriteLog, data_dir: Path, stamp: str,
+                             expected: str) -> None:
+    (event,) = bulk_events(1)
+    event["stageTimestamp"] = event["requestReceivedTimestamp"] = stamp
+    archive, report = ingest_into(data_dir, [write_log("t.log", [event])])
+    assert report.exit_code == 0
+    ((at,),) = rows(archive, "SELECT time FROM events")
+    assert at == datetime.fromisoformat(expected)
+    (segment,) = archive.segment_files()
+    assert segment.parent.name == "date=" + expected[:10]

@@ -649,3 +649,72 @@ def test_source_ip_matches_like_ipaddress(odd_ips: Archive, network: str) -> Non
         con.close()
     expected = {label for label, ips in ODD_IPS.items() if _matches(ips, network)}
     assert set(got) == expected
+
+
+# -- more histories and stages ---------------------------------------------------------
+
+
+def test_history_of_a_pod_includes_its_subresources(con: Any) -> None:
+    entries = object_history(con, "pods/web-7d4b9c-x2x", "shop")
+    assert [(e.verb, e.subresource, e.user) for e in entries] == [
+        ("create", "exec", "bob@example.com"), ("patch", "status", "system:node:node-1")]
+
+
+def test_history_at_request_level_and_a_bare_patch(tmp_path: Path) -> None:
+    """Request level records only the body sent: changes come from successive requests."""
+    from conftest import request_events, user_info
+
+    ref = {"resource": "configmaps", "namespace": "ns", "name": "cfg", "apiVersion": "v1"}
+    alice = user_info("alice")
+
+    def cm(data: dict[str, str]) -> dict[str, Any]:
+        return {"kind": "ConfigMap", "apiVersion": "v1",
+                "metadata": {"name": "cfg", "namespace": "ns"}, "data": data}
+
+    start = when("2026-11-01T12:00:00Z")
+    events = [
+        *request_events("h-1", at=start, verb="create", user=alice, level="Request",
+                        uri="/api/v1/namespaces/ns/configmaps", object_ref=ref, code=201,
+                        request_object=cm({"a": "1", "b": "x"})),
+        *request_events("h-2", at=start + timedelta(minutes=1), verb="update", user=alice,
+                        level="Request", uri="/api/v1/namespaces/ns/configmaps/cfg",
+                        object_ref=ref, request_object=cm({"a": "2", "b": "x"})),
+        *request_events("h-3", at=start + timedelta(minutes=2), verb="patch", user=alice,
+                        level="Request", uri="/api/v1/namespaces/ns/configmaps/cfg",
+                        object_ref=ref, request_object={"data": {"c": "3"}}),
+        *request_events("h-4", at=start + timedelta(minutes=3), verb="update", user=alice,
+                        level="Request", uri="/api/v1/namespaces/ns/configmaps/cfg",
+                        object_ref=ref, code=409, request_object=cm({"a": "9"})),
+    ]
+    log = tmp_path / "h.log"
+    log.write_text(render(events))
+    archive, _ = ingest_into(tmp_path / "data", [log])
+    con = archive.connect()
+    try:
+        create, update, patch, conflict = object_history(con, "configmaps/cfg", "ns")
+    finally:
+        con.close()
+    assert {c.path for c in create.changes} >= {"data.a", "data.b"}
+    assert [(c.path, c.old, c.new) for c in update.changes] == [("data.a", "1", "2")]
+    assert patch.note and '"c"' in patch.note and patch.changes == []
+    assert conflict.code == 409 and conflict.changes == []
+
+
+def test_panic_is_the_complete_stage(tmp_path: Path) -> None:
+    from conftest import request_events, user_info
+
+    events = request_events("p-1", stages=("RequestReceived", "Panic"),
+                            at=when("2026-11-01T12:00:00Z"), verb="get", user=user_info("u"),
+                            uri="/api/v1/namespaces/ns/pods/p", code=500,
+                            object_ref={"resource": "pods", "namespace": "ns", "name": "p",
+                                        "apiVersion": "v1"})
+    log = tmp_path / "p.log"
+    log.write_text(render(events))
+    archive, report = ingest_into(tmp_path / "data", [log])
+    assert report.clusters["default"].stored == 2
+    con = archive.connect()
+    try:
+        (row,) = query_events(con, EventFilter(), fields=("stage", "code")).to_pylist()
+    finally:
+        con.close()
+    assert row == {"stage": "Panic", "code": 500}

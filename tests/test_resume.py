@@ -25,6 +25,7 @@ from conftest import (
     ingest_into,
     render,
     rows,
+    run_cli_many,
 )
 from kubetrail.store.archive import Archive
 
@@ -202,3 +203,20 @@ def test_duplicates_across_batches_of_one_run(tmp_path: Path, data_dir: Path) ->
     assert (c.read, c.stored, c.duplicate) == (32_000, 16_000, 16_000)
     assert len(archive.segment_files()) > 1
     assert count_and_distinct(data_dir) == (16_000, 16_000)
+
+
+def test_concurrent_ingests_store_each_event_once(tmp_path: Path, data_dir: Path) -> None:
+    """Two ingests at once (an overlapping cron run) into one archive: one writer at a time,
+    and the overlap of their inputs is stored once."""
+    events = bulk_events(3000)
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text(render(events[:2000]))
+    b.write_text(render(events[1000:]))
+    results = run_cli_many([["--data-dir", data_dir, "--no-progress", "ingest", a, "--json"],
+                            ["--data-dir", data_dir, "--no-progress", "ingest", b, "--json"]],
+                           workers=2)
+    for rc, _out, err in results:
+        assert rc == 0, err
+    stored = sum(json.loads(out)["clusters"]["default"]["stored"] for _rc, out, _err in results)
+    assert stored == 3000
+    assert count_and_distinct(data_dir) == (3000, 3000)

@@ -8,7 +8,9 @@ every event exactly once.
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +71,7 @@ class IngestReport:
     clusters: dict[str, ClusterCounts] = field(default_factory=dict)
     files: list[FileReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)  # why records were quarantined
     quarantine_path: Path | None = None
     seconds: float = 0.0
 
@@ -91,6 +94,7 @@ class IngestReport:
             "clusters": {k: vars(v) for k, v in sorted(self.clusters.items())},
             "files": [vars(f) for f in self.files],
             "errors": self.errors,
+            "quarantine_reasons": dict(self.reasons.most_common()),
             "quarantine": str(self.quarantine_path) if self.quarantine_path else None,
             "seconds": round(self.seconds, 3),
             "exit_code": self.exit_code,
@@ -254,11 +258,20 @@ class _Pipeline:
         if read:
             counts.read += 1
         counts.quarantined += 1
+        self.report.reasons[_reason_kind(reason)] += 1
         self.quarantine.append({
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "file": label, "line": line, "cluster": cluster,
             "reason": reason, "excerpt": excerpt,
         })
+
+
+_DETAIL = re.compile(r":? line \d+ column \d+ \(char \d+\)| \(got [^)]*\)|\(stageTimestamp [^)]*\)")
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without positions and values, so that equal causes are counted together."""
+    return _DETAIL.sub("", reason)[:160]
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
@@ -292,8 +305,8 @@ def ingest(
     Decoder(fmt=fmt)  # validates the format name before anything is read
     inputs = expand_paths(paths)
     started = time.monotonic()
-    pipeline = _Pipeline(archive, batch_events, progress)
     with archive.writer_lock():
+        pipeline = _Pipeline(archive, batch_events, progress)  # reads checkpoints: under the lock
         try:
             for inp in inputs:
                 pipeline.report.files.append(pipeline.run_file(inp, cluster, fmt, force))

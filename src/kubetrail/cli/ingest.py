@@ -36,7 +36,9 @@ def _summary(report: IngestReport) -> None:
         err_console.print(f"[red]error: {e}[/red]")
     if total.quarantined:
         err_console.print(f"[yellow]{total.quarantined:,} record(s) quarantined with file, line "
-                          f"and reason in {report.quarantine_path}[/yellow]")
+                          f"and reason in {report.quarantine_path}; the reasons:[/yellow]")
+        for reason, n in report.reasons.most_common(8):
+            err_console.print(f"  {n:>8,}  {reason}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         """What a user or service account touched, when, from where, and how often denied."""
         _check_output(output)
         con = app_context(ctx).archive().connect()
-        p = answers.who(con, user, flt, limit=limit or 20)
+        p = answers.who(con, user, flt, limit=limit)
         if output != "table":
             render_rows([p.to_dict()] if output == "json" else p.touched, output)
             return
@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
         """The loudest users, resources, verbs, namespaces, IPs, agents, or denied requests."""
         _check_output(output)
         con = app_context(ctx).archive().connect()
-        rows = answers.top(con, dimension, flt, limit=limit or 10)
+        rows = answers.top(con, dimension, flt, limit=limit)
         render_rows(rows, output, title=f"top {dimension}")
 
     @app.command("stats")

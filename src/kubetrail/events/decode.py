@@ -505,19 +505,24 @@ def iter_items(
             block, carry = carry, b""
         else:
             return
-        offset += len(block)
         lines = pc.list_flatten(pc.split_pattern(pa.array([block], pa.binary()), b"\n"))
         if block.endswith(b"\n"):
+            offset += len(block)
             lines = lines.slice(0, len(lines) - 1)
-        yield from _block_items(lines, b"\r" in block, line_no, offset, dec, fast)
+            yield from _block_items(lines, b"\r" in block, line_no, offset, line_no + len(lines),
+                                    dec, fast)
+        else:
+            # A last line with no newline may still be being written: it is read now, but
+            # its position stays before it, so a later run reads it again once complete.
+            yield from _block_items(lines, b"\r" in block, line_no, offset, line_no, dec, fast)
+            offset += len(block)
         line_no += len(lines)
 
 
 def _block_items(
-    lines: pa.Array, has_cr: bool, line_no: int, offset: int, dec: Decoder, fast: bool
+    lines: pa.Array, has_cr: bool, line_no: int, offset: int, end: int, dec: Decoder, fast: bool
 ) -> Iterator[tuple[Position, Item] | FastLines]:
-    end = line_no + len(lines)
-    numbers = pa.array(range(line_no + 1, end + 1), pa.int64())
+    numbers = pa.array(range(line_no + 1, line_no + 1 + len(lines)), pa.int64())
     try:
         texts = lines.cast(pa.string())
         if has_cr:  # CRLF files: the JSON is fine, the \r must not stay in the text
@@ -586,8 +591,10 @@ def json_error(text: str | bytes) -> str:
 
 def _line_items(line: bytes, pos: Position, dec: Decoder) -> Iterator[tuple[Position, Item]]:
     if line[:1] != b"{" and line[:1] != b"[":
-        parts = line.split(None, 2)  # `aws logs tail`: <time> <stream> <json>
-        if len(parts) == 3 and parts[2][:1] == b"{":
+        parts = line.split(None, 2)  # `aws logs tail`: <time> [<stream>] <json>
+        if len(parts) >= 2 and parts[1][:1] == b"{":
+            line = line.split(None, 1)[1]
+        elif len(parts) == 3 and parts[2][:1] == b"{":
             line = parts[2]
         elif _legacy(line):
             yield pos, Rejected("legacy text audit format line (use --audit-log-format=json)",

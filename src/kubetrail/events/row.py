@@ -81,7 +81,9 @@ _SHAPE = (
     '"apiGroup":"VARCHAR","apiVersion":"VARCHAR","subresource":"VARCHAR"},'
     '"responseStatus":{"code":"BIGINT","reason":"VARCHAR","message":"VARCHAR"},'
     '"requestReceivedTimestamp":"VARCHAR","stageTimestamp":"VARCHAR",'
-    '"annotations":"MAP(VARCHAR, VARCHAR)"}'
+    # Only the annotations a column needs: a struct of three keys parses ~3x faster than a map.
+    '"annotations":{"authorization.k8s.io/decision":"VARCHAR",'
+    '"authorization.k8s.io/reason":"VARCHAR","audit.k8s.io/truncated":"VARCHAR"}}'
 )
 
 def _ts(column: str) -> str:
@@ -141,8 +143,8 @@ SELECT
          THEN e.responseStatus.code::INTEGER END AS code,
     e.responseStatus.reason AS status_reason,
     e.responseStatus.message AS status_message,
-    e.annotations['authorization.k8s.io/decision'] AS decision,
-    e.annotations['authorization.k8s.io/reason'] AS reason,
+    e.annotations."authorization.k8s.io/decision" AS decision,
+    e.annotations."authorization.k8s.io/reason" AS reason,
     CASE WHEN e.objectRef.subresource IN ('exec', 'attach') AND contains(uri, 'command=')
          THEN list_transform(regexp_extract_all(uri, '[?&]command=([^&]*)', 1),
                              lambda x: url_decode(replace(x, '+', ' '))) END AS command,
@@ -150,7 +152,7 @@ SELECT
          THEN NULLIF(url_decode(replace(regexp_extract(uri, '[?&]container=([^&]*)', 1),
                                         '+', ' ')), '') END AS container,
     (epoch_us(t_stage) - epoch_us(t_received)) / 1000.0 AS latency_ms,
-    COALESCE(truncated, CASE WHEN e.annotations['audit.k8s.io/truncated'] = 'true'
+    COALESCE(truncated, CASE WHEN e.annotations."audit.k8s.io/truncated" = 'true'
                              THEN 'annotation' END) AS truncated,
     source_format,
     text AS event,

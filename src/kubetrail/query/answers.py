@@ -137,7 +137,7 @@ class UserProfile:
 
 
 def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = None,
-        *, limit: int = 20) -> UserProfile:
+        *, limit: int | None = 20) -> UserProfile:
     """What `user` (a name or glob; matched as the acting or the impersonated user) did."""
     lim = _limit(limit)
     base = EventFilter(**{**(vars(flt) if flt else {}), "users": (user,)})
@@ -272,8 +272,8 @@ def timeline(con: duckdb.DuckDBPyConnection, flt: EventFilter, bucket: str = "1h
     return _arrow(con.sql(sql, params=params)).to_pylist()
 
 
-def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *, limit: int = 10
-        ) -> list[dict[str, Any]]:
+def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *,
+        limit: int | None = 10) -> list[dict[str, Any]]:
     """The most frequent values of one dimension among the matching requests."""
     if dimension not in TOP_DIMENSIONS:
         raise QueryError(f"unknown dimension {dimension!r}",
