@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -90,14 +89,17 @@ def scale_archive(archive: Archive, copies: int, work: Path) -> Archive:
 
 
 def peak_memory(path: Path, work: Path) -> tuple[float, float]:
-    """(peak RSS in MB, seconds) of a CLI ingest of `path` in a child process."""
+    """(peak RSS in MB, seconds) of a CLI ingest of `path`, measured on that child alone."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kubetrail", "--data-dir", str(work / "mem-archive"),
-                    "--no-progress", "ingest", str(path)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "kubetrail", "--data-dir",
+                             str(work / "mem-archive"), "--no-progress", "ingest", str(path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, seconds
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ingest of {path} failed")
+    return usage.ru_maxrss / 1024, seconds
 
 
 def main() -> None:

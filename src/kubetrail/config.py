@@ -41,7 +41,7 @@ class Settings:
                            metadata={"help": "where the archive lives"})
     cluster: str = field(default="default",
                          metadata={"help": "cluster name for inputs that do not carry one"})
-    batch_events: int = field(default=100_000,
+    batch_events: int = field(default=50_000,
                               metadata={"help": "events buffered before a segment is written"})
     progress: bool = field(default=True, metadata={"help": "show progress bars on a terminal"})
     config_path: Path | None = field(default=None, metadata={"help": "the file that was loaded"})

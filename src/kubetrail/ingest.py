@@ -292,7 +292,7 @@ def ingest(
     *,
     cluster: str = "default",
     fmt: str = "auto",
-    batch_events: int = 100_000,
+    batch_events: int = 50_000,
     force: bool = False,
     progress: ProgressFn | None = None,
 ) -> IngestReport:

@@ -227,18 +227,19 @@ class Archive:
             order = con.sql(f"SELECT f.rid, f.part FROM fresh f JOIN {table} n "
                             "ON n.rid = f.rid ORDER BY f.part, n.\"time\", f.rid"
                             ).to_arrow_table()
-            rids, part_col = order.column("rid"), order.column("part").to_pylist()
+            rids = order.column("rid")
             data = rows.select(SCHEMA.names)
             start = 0
-            for end in range(1, stored + 1):
-                if end == stored or part_col[end] != part_col[start]:
-                    idx = rids.slice(start, end - start)
-                    first = idx[0].as_py()
-                    in_order = pc.all(pc.equal(
-                        idx, pa.array(range(first, first + len(idx)), pa.int64()))).as_py()
-                    part = data.slice(first, len(idx)) if in_order else data.take(idx)
-                    written.append(self._write_segment(part, *parts[part_col[start]]))
-                    start = end
+            # `order` is sorted by part: one contiguous run of row ids per segment to write.
+            for run in pc.value_counts(order.column("part")).to_pylist():
+                part_id, count = run["values"], run["counts"]
+                idx = rids.slice(start, count)
+                first = idx[0].as_py()
+                in_order = pc.all(pc.equal(
+                    idx, pa.array(range(first, first + count), pa.int64()))).as_py()
+                part = data.slice(first, count) if in_order else data.take(idx)
+                written.append(self._write_segment(part, *parts[part_id]))
+                start += count
         total = sum(seen.values())
         per = tuple((c, new.get(c, 0), n - new.get(c, 0)) for c, n in sorted(seen.items()))
         return CommitResult(stored, total - stored, tuple(written), per)
@@ -251,7 +252,7 @@ class Archive:
         first, last = pc.min(times).as_py(), pc.max(times).as_py()
         path = directory / f"seg-{first:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = directory / f".{path.name}.tmp"
-        pq.write_table(part, tmp, compression="zstd", compression_level=3,
+        pq.write_table(part, tmp, compression="zstd", compression_level=1,
                        row_group_size=128 * 1024)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
