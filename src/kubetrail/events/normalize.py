@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .decode import Decoded, FastLines, dumps_text
-from .row import NORMALIZE_SQL, RAW_SCHEMA, SCHEMA
+from .row import NORMALIZE_SQL, PASSTHROUGH, RAW_SCHEMA, SCHEMA
 
-__all__ = ["RawBatch", "normalize", "normalize_events"]
+__all__ = ["RawBatch", "normalize", "normalize_events", "normalize_with"]
 
 
 
@@ -55,23 +55,41 @@ class RawBatch:
         return pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table()
 
 
+def normalize_with(con: duckdb.DuckDBPyConnection, raw: pa.Table
+                   ) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """(rows of SCHEMA plus `date` for the good events, [{problem, event, line, cluster, file}]
+    for the rest), using `con`, which must preserve insertion order."""
+    con.register("raw", raw)
+    try:
+        derived = con.sql(NORMALIZE_SQL).to_arrow_table()
+    finally:
+        con.unregister("raw")
+    columns = {name: derived.column(name) for name in derived.column_names}
+    for column, source in PASSTHROUGH:
+        columns[column] = raw.column(source)
+    rows = pa.table({name: columns[name] for name in [*SCHEMA.names, "date"]})
+    bad = pc.is_valid(derived.column("problem"))
+    problems: list[dict[str, Any]] = []
+    if pc.any(bad).as_py():
+        problems = pa.table({
+            "problem": derived.column("problem"), "event": raw.column("text"),
+            "line": raw.column("line"), "cluster": raw.column("cluster"),
+            "file": raw.column("file"),
+        }).filter(bad).to_pylist()
+        rows = rows.filter(pc.invert(bad))
+    return rows, problems
+
+
 def normalize(raw: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
     """(rows of SCHEMA for good events, [{problem, event, line, cluster, file}] for the rest)."""
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
         con.execute("SET TimeZone = 'UTC'")
-        con.register("raw", raw)
-        out = con.sql(NORMALIZE_SQL).to_arrow_table()
+        rows, problems = normalize_with(con, raw)
     finally:
         con.close()
-    bad_mask = pc.is_valid(out.column("problem"))
-    problems: list[dict[str, Any]] = []
-    if pc.any(bad_mask).as_py():
-        cols = ["problem", "event", "line", "cluster", "file"]
-        problems = out.filter(bad_mask).select(cols).to_pylist()
-        out = out.filter(pc.invert(bad_mask))
-    return out.select(SCHEMA.names).cast(SCHEMA), problems
+    return rows.select(SCHEMA.names).cast(SCHEMA), problems
 
 
 def normalize_events(items: list[Decoded], cluster: str = "default") -> pa.Table:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["COLUMNS", "NORMALIZE_SQL", "RAW_SCHEMA", "SCHEMA", "STAGES"]
+__all__ = ["COLUMNS", "NORMALIZE_SQL", "PASSTHROUGH", "RAW_SCHEMA", "SCHEMA", "STAGES"]
 
 _STR = pa.string()
 _LIST = pa.list_(pa.string())
@@ -69,6 +69,9 @@ RAW_SCHEMA = pa.schema([
     ("file", _STR),
 ])
 
+#: Columns taken from RAW_SCHEMA as they are (the archive column, and the raw column).
+PASSTHROUGH = (("cluster", "cluster"), ("source_format", "source_format"), ("event", "text"))
+
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
 # The structure json_transform parses each Event into (lenient: a wrong type gives NULL).
@@ -92,8 +95,10 @@ def _ts(column: str) -> str:
             f"AND TIMESTAMPTZ '9999-12-31 23:59:59+00' THEN {column} END")
 
 
-#: SELECT over a relation `raw` (RAW_SCHEMA) → every column of SCHEMA, plus `line`, `file`,
-#: `date` (the partition) and `problem` (why the row cannot be stored; NULL when it is a good event).
+#: SELECT over a relation `raw` (RAW_SCHEMA) → the columns of SCHEMA that are derived from
+#: the Event (all but PASSTHROUGH), plus `date` (the partition) and `problem` (why the row
+#: cannot be stored; NULL for a good event). Rows come out in input order, so the
+#: pass-through columns (the Event text above all) are joined back without a copy.
 NORMALIZE_SQL = f"""
 WITH parsed AS (
     -- TRY: a line that is not a JSON object gives NULL (one parse, no separate json_valid)
@@ -111,7 +116,6 @@ WITH parsed AS (
     FROM cast_times
 )
 SELECT
-    cluster,
     t_stage AS "time",
     t_received AS received,
     e.auditID AS audit_id,
@@ -154,10 +158,6 @@ SELECT
     (epoch_us(t_stage) - epoch_us(t_received)) / 1000.0 AS latency_ms,
     COALESCE(truncated, CASE WHEN e.annotations."audit.k8s.io/truncated" = 'true'
                              THEN 'annotation' END) AS truncated,
-    source_format,
-    text AS event,
-    line,
-    file,
     strftime(t_stage, '%Y-%m-%d') AS date,
     CASE
         WHEN e IS NULL THEN 'invalid JSON'

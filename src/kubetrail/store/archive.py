@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
-from ..events.row import NORMALIZE_SQL, SCHEMA
+from ..events.row import SCHEMA
 
 __all__ = ["Archive", "CommitResult"]
 
@@ -175,20 +175,16 @@ class Archive:
             con.close()
 
     def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Normalise raw Event texts (RAW_SCHEMA) and store them in one DuckDB pass.
+        """Normalise raw Event texts (RAW_SCHEMA) and store them.
 
         Returns the counts and the rows that are not usable events (with `problem`)."""
-        con = _connection()
+        from ..events.normalize import normalize_with
+
+        con = _connection(ordered=True)
         try:
-            con.register("raw", raw)
-            parsed = con.sql(NORMALIZE_SQL).to_arrow_table()
-            bad = pc.is_valid(parsed.column("problem"))
-            problems: list[dict[str, Any]] = []
-            if pc.any(bad).as_py():
-                problems = parsed.filter(bad).select(
-                    ["problem", "event", "line", "cluster", "file"]).to_pylist()
-                parsed = parsed.filter(pc.invert(bad))
-            return self._commit_table(con, parsed), problems
+            rows, problems = normalize_with(con, raw)
+            con.execute("SET preserve_insertion_order = false")  # order matters no more
+            return self._commit_table(con, rows), problems
         finally:
             con.close()
 
@@ -224,9 +220,8 @@ class Archive:
         stored = sum(new.values())
         written: list[Path] = []
         if stored:
-            order = con.sql(f"SELECT f.rid, f.part FROM fresh f JOIN {table} n "
-                            "ON n.rid = f.rid ORDER BY f.part, n.\"time\", f.rid"
-                            ).to_arrow_table()
+            # Input order is kept: a batch is one row group, so sorting buys no pruning.
+            order = con.sql("SELECT rid, part FROM fresh ORDER BY part, rid").to_arrow_table()
             rids = order.column("rid")
             data = rows.select(SCHEMA.names)
             start = 0
