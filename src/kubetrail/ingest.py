@@ -35,6 +35,7 @@ from .events.normalize import RawBatch
 from .sources.files import InputFile, expand_paths
 from .store.archive import Archive, CommitResult
 from .store.checkpoint import Checkpoint, CheckpointStore
+from .store.writer import ArchiveWriter
 
 __all__ = ["ClusterCounts", "FileReport", "IngestReport", "ingest"]
 
@@ -118,6 +119,7 @@ class _Pipeline:
         self.bytes_done = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubetrail-writer")
         self._inflight: Future[tuple[CommitResult, list[dict[str, Any]]]] | None = None
+        self._archive_writer: ArchiveWriter | None = None
 
     def counts(self, cluster: str) -> ClusterCounts:
         c = self.report.clusters.get(cluster)
@@ -161,7 +163,9 @@ class _Pipeline:
 
     def _commit(self, raw: pa.Table, quarantine: list[dict[str, Any]],
                 pending: dict[str, Checkpoint]) -> tuple[CommitResult, list[dict[str, Any]]]:
-        result, problems = (self.archive.commit_raw(raw) if raw.num_rows
+        if self._archive_writer is None:  # created here: DuckDB objects stay in one thread
+            self._archive_writer = self.archive.writer()
+        result, problems = (self._archive_writer.commit_raw(raw) if raw.num_rows
                             else (CommitResult(0, 0), []))
         self.archive.quarantine(quarantine)
         for key, cp in pending.items():
@@ -169,6 +173,8 @@ class _Pipeline:
         return result, problems
 
     def close(self) -> None:
+        if self._archive_writer is not None:
+            self._writer.submit(self._archive_writer.close).result()
         self._writer.shutdown(wait=True)
 
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import duckdb
@@ -38,7 +38,10 @@ import pyarrow.parquet as pq
 from ..errors import StoreError
 from ..events.row import SCHEMA
 
-__all__ = ["Archive", "CommitResult"]
+if TYPE_CHECKING:
+    from .writer import ArchiveWriter
+
+__all__ = ["Archive", "CommitResult", "connection"]
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -87,7 +90,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _connection(*, ordered: bool = False) -> duckdb.DuckDBPyConnection:
+def connection(*, ordered: bool = False) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
@@ -148,98 +151,28 @@ class Archive:
         base = self.segments_dir / _cluster_dir(cluster) if cluster else self.segments_dir
         return sorted(base.glob("**/*.parquet") if cluster else base.glob("*/*/*.parquet"))
 
-    def _existing_keys(self, con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str]]) -> None:
-        files: list[str] = []
-        for cluster, date in parts:
-            d = self.segments_dir / _cluster_dir(cluster) / f"date={date}"
-            files.extend(str(p) for p in d.glob("*.parquet"))
-        if files:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE existing AS SELECT cluster, audit_id, stage "
-                "FROM read_parquet($files)", {"files": files})
-        else:
-            con.execute("CREATE OR REPLACE TEMP TABLE existing "
-                        "(cluster VARCHAR, audit_id VARCHAR, stage VARCHAR)")
+    def writer(self) -> ArchiveWriter:
+        """A writer that keeps its connection and the keys it has seen between commits.
+
+        Hold :meth:`writer_lock` while using it: its key cache assumes no other writer."""
+        from .writer import ArchiveWriter
+
+        return ArchiveWriter(self)
 
     def commit(self, rows: pa.Table) -> CommitResult:
         """Store the rows (of SCHEMA) that are not already archived; return the counts."""
-        if rows.num_rows == 0:
-            return CommitResult(0, 0)
-        con = _connection()
-        try:
-            con.register("rows_in", rows)
-            norm = con.sql("SELECT *, strftime(\"time\", '%Y-%m-%d') AS date "
-                           "FROM rows_in").to_arrow_table()
-            return self._commit_table(con, norm)
-        finally:
-            con.close()
+        with self.writer() as writer:
+            return writer.commit(rows)
 
     def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Normalise raw Event texts (RAW_SCHEMA) and store them.
+        """Normalise raw Event texts (RAW_SCHEMA) and store the good ones; see ArchiveWriter."""
+        with self.writer() as writer:
+            return writer.commit_raw(raw)
 
-        Returns the counts and the rows that are not usable events (with `problem`)."""
-        from ..events.normalize import normalize_with
+    def partition_files(self, cluster: str, date: str) -> list[Path]:
+        return sorted((self.segments_dir / _cluster_dir(cluster) / f"date={date}").glob("*.parquet"))
 
-        con = _connection(ordered=True)
-        try:
-            rows, problems = normalize_with(con, raw)
-            con.execute("SET preserve_insertion_order = false")  # order matters no more
-            return self._commit_table(con, rows), problems
-        finally:
-            con.close()
-
-    def _commit_table(self, con: duckdb.DuckDBPyConnection, rows: pa.Table) -> CommitResult:
-        """Write the new rows of `rows` (SCHEMA plus `date`) as sealed segments."""
-        rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
-        con.register("batch", rows)
-        table, where = "batch", "TRUE"
-        parts = con.execute(f"SELECT DISTINCT cluster, date FROM {table} WHERE {where} "
-                            "ORDER BY ALL").fetchall()
-        if not parts:
-            return CommitResult(0, 0)
-        self._existing_keys(con, parts)
-        con.register("part_ids", pa.table({
-            "cluster": [p[0] for p in parts], "date": [p[1] for p in parts],
-            "part": list(range(len(parts)))}))
-        # Keys only: which rows are new (first copy of each key, not already archived).
-        con.execute(
-            f"""
-            CREATE TEMP TABLE fresh AS
-            SELECT n.rid, p.part FROM {table} n
-            JOIN part_ids p ON p.cluster = n.cluster AND p.date = n.date
-            ANTI JOIN existing e
-                ON e.cluster = n.cluster AND e.audit_id = n.audit_id AND e.stage = n.stage
-            WHERE {where}
-            QUALIFY row_number() OVER (PARTITION BY n.cluster, n.audit_id, n.stage
-                                       ORDER BY n.rid) = 1
-            """)
-        seen = dict(con.execute(f"SELECT cluster, count(*) FROM {table} WHERE {where} "
-                                "GROUP BY 1").fetchall())
-        new = dict(con.execute(f"SELECT n.cluster, count(*) FROM fresh f JOIN {table} n "
-                               "ON n.rid = f.rid GROUP BY 1").fetchall())
-        stored = sum(new.values())
-        written: list[Path] = []
-        if stored:
-            # Input order is kept: a batch is one row group, so sorting buys no pruning.
-            order = con.sql("SELECT rid, part FROM fresh ORDER BY part, rid").to_arrow_table()
-            rids = order.column("rid")
-            data = rows.select(SCHEMA.names)
-            start = 0
-            # `order` is sorted by part: one contiguous run of row ids per segment to write.
-            for run in pc.value_counts(order.column("part")).to_pylist():
-                part_id, count = run["values"], run["counts"]
-                idx = rids.slice(start, count)
-                first = idx[0].as_py()
-                in_order = pc.all(pc.equal(
-                    idx, pa.array(range(first, first + count), pa.int64()))).as_py()
-                part = data.slice(first, count) if in_order else data.take(idx)
-                written.append(self._write_segment(part, *parts[part_id]))
-                start += count
-        total = sum(seen.values())
-        per = tuple((c, new.get(c, 0), n - new.get(c, 0)) for c, n in sorted(seen.items()))
-        return CommitResult(stored, total - stored, tuple(written), per)
-
-    def _write_segment(self, part: pa.Table, cluster: str, date: str) -> Path:
+    def write_segment(self, part: pa.Table, cluster: str, date: str) -> Path:
         """Write one sealed segment atomically and record it in the manifest."""
         directory = self.segments_dir / _cluster_dir(cluster) / f"date={date}"
         ensure_dir(directory)
@@ -319,7 +252,7 @@ class Archive:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a view `events` over every segment (empty if none)."""
-        con = _connection(ordered=True)
+        con = connection(ordered=True)
         files = [str(p) for p in self.segment_files()]
         if files:
             con.execute("CREATE VIEW events AS SELECT * FROM read_parquet("

@@ -1,0 +1,121 @@
+"""Committing batches to the archive: normalise, drop what is already stored, seal segments.
+
+One ArchiveWriter lives as long as one ingest (or the service): it keeps its DuckDB
+connection and, per (cluster, day) partition it has touched, the keys (cluster, auditID,
+stage) already archived, loaded once from the partition's segments and extended with every
+commit. Deduplication therefore costs one scan of a partition per run, not one per batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..events.normalize import normalize_with
+from ..events.row import SCHEMA
+from .archive import Archive, CommitResult, connection
+
+__all__ = ["ArchiveWriter"]
+
+
+class ArchiveWriter:
+    """Commits batches to one archive; use as a context manager.
+
+    >>> with archive.writer() as w:            # doctest: +SKIP
+    ...     result, problems = w.commit_raw(raw_table)
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self._con = connection(ordered=True)
+        self._con.execute("CREATE TEMP TABLE seen_keys "
+                          "(cluster VARCHAR, audit_id VARCHAR, stage VARCHAR)")
+        self._loaded: set[tuple[str, str]] = set()
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def commit(self, rows: pa.Table) -> CommitResult:
+        """Store the rows (of SCHEMA) that are not already archived."""
+        if rows.num_rows == 0:
+            return CommitResult(0, 0)
+        self._con.register("rows_in", rows)
+        dated = self._con.sql("SELECT *, strftime(\"time\", '%Y-%m-%d') AS date "
+                              "FROM rows_in").to_arrow_table()
+        self._con.unregister("rows_in")
+        return self._commit(dated)
+
+    def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
+        """Normalise raw Event texts (RAW_SCHEMA) and store the good ones.
+
+        Returns the counts and the rows that are not usable events (with `problem`)."""
+        rows, problems = normalize_with(self._con, raw)
+        return self._commit(rows), problems
+
+    def _load_keys(self, parts: list[tuple[str, str]]) -> None:
+        files = [str(p) for part in parts if part not in self._loaded
+                 for p in self.archive.partition_files(*part)]
+        if files:
+            self._con.execute("INSERT INTO seen_keys SELECT cluster, audit_id, stage "
+                              "FROM read_parquet($files)", {"files": files})
+        self._loaded.update(parts)
+
+    def _commit(self, rows: pa.Table) -> CommitResult:
+        """Write the new rows of `rows` (SCHEMA plus `date`) as sealed segments."""
+        con = self._con
+        rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
+        con.register("batch", rows)
+        parts = con.execute("SELECT DISTINCT cluster, date FROM batch ORDER BY ALL").fetchall()
+        if not parts:
+            return CommitResult(0, 0)
+        self._load_keys(parts)
+        con.register("part_ids", pa.table({
+            "cluster": [p[0] for p in parts], "date": [p[1] for p in parts],
+            "part": list(range(len(parts)))}))
+        # Keys only: which rows are new (the first copy of each key not already archived).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE fresh AS
+            SELECT n.rid, p.part, n.cluster, n.audit_id, n.stage FROM batch n
+            JOIN part_ids p ON p.cluster = n.cluster AND p.date = n.date
+            ANTI JOIN seen_keys e
+                ON e.cluster = n.cluster AND e.audit_id = n.audit_id AND e.stage = n.stage
+            QUALIFY row_number() OVER (PARTITION BY n.cluster, n.audit_id, n.stage
+                                       ORDER BY n.rid) = 1
+            """)
+        seen = dict(con.execute("SELECT cluster, count(*) FROM batch GROUP BY 1").fetchall())
+        new = dict(con.execute("SELECT cluster, count(*) FROM fresh GROUP BY 1").fetchall())
+        stored = sum(new.values())
+        written: list[Path] = []
+        if stored:
+            # Input order is kept: a batch is one row group, so sorting buys no pruning.
+            order = con.sql("SELECT rid, part FROM fresh ORDER BY part, rid").to_arrow_table()
+            rids = order.column("rid")
+            data = rows.select(SCHEMA.names)
+            start = 0
+            for run in pc.value_counts(order.column("part")).to_pylist():  # one run per part
+                part_id, count = run["values"], run["counts"]
+                idx = rids.slice(start, count)
+                first = idx[0].as_py()
+                contiguous = pc.all(pc.equal(
+                    idx, pa.array(range(first, first + count), pa.int64()))).as_py()
+                part = data.slice(first, count) if contiguous else data.take(idx)
+                written.append(self.archive.write_segment(part, *parts[part_id]))
+                start += count
+            # Only once the segments are sealed do their keys count as archived.
+            con.execute("INSERT INTO seen_keys SELECT cluster, audit_id, stage FROM fresh")
+        con.unregister("batch")
+        con.unregister("part_ids")
+        total = sum(seen.values())
+        per = tuple((c, new.get(c, 0), n - new.get(c, 0)) for c, n in sorted(seen.items()))
+        return CommitResult(stored, total - stored, tuple(written), per)
