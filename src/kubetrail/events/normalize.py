@@ -57,7 +57,7 @@ class RawBatch:
 
 def normalize_with(con: duckdb.DuckDBPyConnection, raw: pa.Table
                    ) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """(rows of SCHEMA plus `date` for the good events, [{problem, event, line, cluster, file}]
+    """(rows of SCHEMA plus `day` for the good events, [{problem, event, line, cluster, file}]
     for the rest), using `con`, which must preserve insertion order."""
     con.register("raw", raw)
     try:
@@ -67,7 +67,7 @@ def normalize_with(con: duckdb.DuckDBPyConnection, raw: pa.Table
     columns = {name: derived.column(name) for name in derived.column_names}
     for column, source in PASSTHROUGH:
         columns[column] = raw.column(source)
-    rows = pa.table({name: columns[name] for name in [*SCHEMA.names, "date"]})
+    rows = pa.table({name: columns[name] for name in [*SCHEMA.names, "day"]})
     bad = pc.is_valid(derived.column("problem"))
     problems: list[dict[str, Any]] = []
     if pc.any(bad).as_py():

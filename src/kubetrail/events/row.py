@@ -96,7 +96,7 @@ def _ts(column: str) -> str:
 
 
 #: SELECT over a relation `raw` (RAW_SCHEMA) → the columns of SCHEMA that are derived from
-#: the Event (all but PASSTHROUGH), plus `date` (the partition) and `problem` (why the row
+#: the Event (all but PASSTHROUGH), plus `day` (the partition) and `problem` (why the row
 #: cannot be stored; NULL for a good event). Rows come out in input order, so the
 #: pass-through columns (the Event text above all) are joined back without a copy.
 NORMALIZE_SQL = f"""
@@ -158,7 +158,7 @@ SELECT
     (epoch_us(t_stage) - epoch_us(t_received)) / 1000.0 AS latency_ms,
     COALESCE(truncated, CASE WHEN e.annotations."audit.k8s.io/truncated" = 'true'
                              THEN 'annotation' END) AS truncated,
-    strftime(t_stage, '%Y-%m-%d') AS date,
+    (epoch_us(t_stage) // 86400000000)::INTEGER AS day,  -- days since 1970: the partition
     CASE
         WHEN e IS NULL THEN 'invalid JSON'
         WHEN e.auditID IS NULL OR e.auditID = '' THEN 'event has no auditID'

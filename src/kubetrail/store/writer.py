@@ -8,6 +8,7 @@ commit. Deduplication therefore costs one scan of a partition per run, not one p
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,11 @@ from ..events.row import SCHEMA
 from .archive import Archive, CommitResult, connection
 
 __all__ = ["ArchiveWriter"]
+
+
+def _date(day: int) -> str:
+    """The partition name of a day number (days since 1970-01-01, UTC)."""
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
 
 
 class ArchiveWriter:
@@ -50,7 +56,7 @@ class ArchiveWriter:
         if rows.num_rows == 0:
             return CommitResult(0, 0)
         self._con.register("rows_in", rows)
-        dated = self._con.sql("SELECT *, strftime(\"time\", '%Y-%m-%d') AS date "
+        dated = self._con.sql("SELECT *, (epoch_us(\"time\") // 86400000000)::INTEGER AS day "
                               "FROM rows_in").to_arrow_table()
         self._con.unregister("rows_in")
         return self._commit(dated)
@@ -71,23 +77,24 @@ class ArchiveWriter:
         self._loaded.update(parts)
 
     def _commit(self, rows: pa.Table) -> CommitResult:
-        """Write the new rows of `rows` (SCHEMA plus `date`) as sealed segments."""
+        """Write the new rows of `rows` (SCHEMA plus `day`) as sealed segments."""
         con = self._con
         rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
         con.register("batch", rows)
-        parts = con.execute("SELECT DISTINCT cluster, date FROM batch ORDER BY ALL").fetchall()
-        if not parts:
+        found = con.execute("SELECT DISTINCT cluster, day FROM batch ORDER BY ALL").fetchall()
+        if not found:
             return CommitResult(0, 0)
+        parts = [(cluster, _date(day)) for cluster, day in found]
         self._load_keys(parts)
         con.register("part_ids", pa.table({
-            "cluster": [p[0] for p in parts], "date": [p[1] for p in parts],
-            "part": list(range(len(parts)))}))
+            "cluster": [p[0] for p in found], "day": [p[1] for p in found],
+            "part": list(range(len(found)))}))
         # Keys only: which rows are new (the first copy of each key not already archived).
         con.execute(
             """
             CREATE OR REPLACE TEMP TABLE fresh AS
             SELECT n.rid, p.part, n.cluster, n.audit_id, n.stage FROM batch n
-            JOIN part_ids p ON p.cluster = n.cluster AND p.date = n.date
+            JOIN part_ids p ON p.cluster = n.cluster AND p.day = n.day
             ANTI JOIN seen_keys e
                 ON e.cluster = n.cluster AND e.audit_id = n.audit_id AND e.stage = n.stage
             QUALIFY row_number() OVER (PARTITION BY n.cluster, n.audit_id, n.stage
