@@ -9,17 +9,17 @@ from typing import Annotated
 import typer
 
 from ..errors import QueryError
-from ..query.filters import _DURATION, _UNITS
+from ..query.filters import parse_duration
 from .output import err_console
 
 SIM_FORMATS = ("jsonl", "eventlist", "eks", "gke", "aks")
 
 
-def parse_duration(value: str) -> timedelta:
-    m = _DURATION.match(value)
-    if not m:
+def _duration(value: str) -> timedelta:
+    span = parse_duration(value)
+    if span is None:
         raise QueryError(f"cannot read duration {value!r}", hint="use e.g. 30m, 24h or 7d")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return span
 
 
 def register(app: typer.Typer) -> None:
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             raise QueryError(f"unknown scenario(s): {', '.join(unknown)}",
                              hint="known: " + ", ".join(SCENARIOS))
         summary = write_simulation(
-            out, events=events, duration=parse_duration(duration) if duration else None,
+            out, events=events, duration=_duration(duration) if duration else None,
             seed=seed, clusters=clusters, scenarios=tuple(scenario or ()), fmt=fmt)
         for f in summary.files:
             err_console.print(f"wrote {f}")

@@ -16,7 +16,7 @@ from ..errors import QueryError
 from ..events.model import AuditEvent
 from ..events.row import SCHEMA
 from .diff import Change, object_changes
-from .filters import IP6_HEX_MACRO, STAGE_RANK_SQL, EventFilter
+from .filters import DENIED_SQL, IP6_HEX_MACRO, STAGE_RANK_SQL, EventFilter, parse_duration
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -46,7 +46,7 @@ TOP_DIMENSIONS: dict[str, tuple[str, str | None]] = {
     "user-agents": ("user_agent", "user_agent IS NOT NULL"),
     "denied": ("concat_ws(' ', \"user\", verb, concat_ws('/', resource, subresource), "
                "CASE WHEN namespace IS NOT NULL THEN '-n ' || namespace END)",
-               "(decision = 'forbid' OR code = 403)"),
+               DENIED_SQL),
     "clusters": ("cluster", None),
 }
 
@@ -149,7 +149,7 @@ def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = Non
 
     profile = UserProfile(user)
     head = rows(f"SELECT count(*), min(\"time\"), max(\"time\"), "
-                f"count(*) FILTER (decision = 'forbid' OR code = 403), "
+                f"count(*) FILTER {DENIED_SQL}, "
                 f"count(*) FILTER (code >= 400), list(DISTINCT cluster ORDER BY cluster) "
                 f"FROM {reqs}")[0]
     profile.requests, profile.first_seen, profile.last_seen = head[0], head[1], head[2]
@@ -165,7 +165,7 @@ def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = Non
     profile.verbs = rows(f"SELECT verb, count(*) n FROM {reqs} GROUP BY 1 ORDER BY n DESC, 1")
     touched = con.sql(
         f"SELECT verb, concat_ws('/', resource, subresource) AS resource, namespace, "
-        f"count(*) AS requests, count(*) FILTER (decision = 'forbid' OR code = 403) AS denied, "
+        f"count(*) AS requests, count(*) FILTER {DENIED_SQL} AS denied, "
         f"max(\"time\") AS last FROM {reqs} WHERE resource IS NOT NULL "
         f"GROUP BY ALL ORDER BY requests DESC, resource{lim}", params=params)
     profile.touched = _arrow(touched).to_pylist()
@@ -255,18 +255,16 @@ def _object_after(event: AuditEvent) -> tuple[Any, str]:
 def timeline(con: duckdb.DuckDBPyConnection, flt: EventFilter, bucket: str = "1h"
              ) -> list[dict[str, Any]]:
     """Requests per time bucket, with how many were denied and how many failed."""
-    from .filters import _DURATION, _UNITS
-
-    m = _DURATION.match(bucket)
-    if not m:
+    width = parse_duration(bucket)
+    if width is None:
         raise QueryError(f"cannot read bucket {bucket!r}", hint="use e.g. 5m, 1h, 1d")
-    seconds = int(float(m.group(1)) * _UNITS[m.group(2)])
+    seconds = int(width.total_seconds())
     if seconds <= 0:
         raise QueryError("the bucket must be at least one second long")
     where, params = _prepare(con, flt)
     sql = (f"SELECT time_bucket(INTERVAL '{seconds} seconds', \"time\") AS bucket, "
            f"count(*) AS requests, "
-           f"count(*) FILTER (decision = 'forbid' OR code = 403) AS denied, "
+           f"count(*) FILTER {DENIED_SQL} AS denied, "
            f"count(*) FILTER (code >= 400) AS failed, count(DISTINCT \"user\") AS users "
            f"FROM ({_requests(where, False)}) GROUP BY 1 ORDER BY 1")
     return _arrow(con.sql(sql, params=params)).to_pylist()
@@ -282,7 +280,7 @@ def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *,
     where, params = _prepare(con, flt)
     extra = f"WHERE {cond}" if cond else ""
     sql = (f"SELECT {key} AS value, count(*) AS requests, "
-           f"count(*) FILTER (decision = 'forbid' OR code = 403) AS denied, "
+           f"count(*) FILTER {DENIED_SQL} AS denied, "
            f"min(\"time\") AS first, max(\"time\") AS last "
            f"FROM ({_requests(where, False)}) {extra} GROUP BY 1 "
            f"ORDER BY requests DESC, value{_limit(limit)}")

@@ -15,24 +15,32 @@ from typing import Any
 from ..errors import QueryError
 from ..events.timeparse import parse_time
 
-__all__ = ["EventFilter", "parse_code", "parse_resource", "parse_when"]
+__all__ = ["DENIED_SQL", "EventFilter", "parse_code", "parse_duration", "parse_resource", "parse_when"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _USER = '"user"'  # a reserved word in SQL, so always quoted
 
+#: A request the authorizer denied (RBAC's forbid, or a 403 from anything else).
+DENIED_SQL = "(decision = 'forbid' OR code = 403)"
+
 #: Stage preference when one row per request is wanted: the most complete stage wins.
 STAGE_RANK_SQL = ("CASE stage WHEN 'ResponseComplete' THEN 4 WHEN 'Panic' THEN 4 "
                   "WHEN 'ResponseStarted' THEN 2 ELSE 1 END")
 
 
+def parse_duration(value: str) -> timedelta | None:
+    """`30s`, `5m`, `24h`, `7d`, `2w` as a timedelta; None when it is not a duration."""
+    m = _DURATION.match(value)
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+
+
 def parse_when(value: str, now: datetime | None = None) -> datetime:
     """`24h`, `7d`, `30m`, `2w` (that long before now) or an RFC 3339 time."""
-    m = _DURATION.match(value)
-    if m:
-        now = now or datetime.now(UTC)
-        return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    ago = parse_duration(value)
+    if ago is not None:
+        return (now or datetime.now(UTC)) - ago
     parsed = parse_time(value)
     if parsed is None:
         raise QueryError(f"cannot read time {value!r}",
