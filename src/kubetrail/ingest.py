@@ -144,18 +144,11 @@ class _Pipeline:
         if self._inflight is None:
             return
         future, self._inflight = self._inflight, None
-        result, problems = future.result()
-        for row in problems:
-            reason = row["problem"]
-            if reason == "invalid JSON":
-                reason = json_error(row["event"])
-            self._quarantine(row["file"], row["cluster"], row["line"], reason,
-                             _excerpt(row["event"]), read=False)
-            self.file_reports[row["file"]].quarantined += 1
-            self.file_reports[row["file"]].events -= 1
-        if problems:  # quarantined by the row SQL: written now, before the next commit
-            self.archive.quarantine(self.quarantine)
-            self.quarantine = []
+        result, quarantined = future.result()
+        for record in quarantined:
+            self._count_quarantined(record["cluster"], record["reason"], read=False)
+            self.file_reports[record["file"]].quarantined += 1
+            self.file_reports[record["file"]].events -= 1
         for cluster, stored, dupes in result.per_cluster:
             counts = self.counts(cluster)
             counts.stored += stored
@@ -163,14 +156,19 @@ class _Pipeline:
 
     def _commit(self, raw: pa.Table, quarantine: list[dict[str, Any]],
                 pending: dict[str, Checkpoint]) -> tuple[CommitResult, list[dict[str, Any]]]:
+        """Runs in the writer thread: segments, then quarantine, then checkpoints."""
         if self._archive_writer is None:  # created here: DuckDB objects stay in one thread
             self._archive_writer = self.archive.writer()
         result, problems = (self._archive_writer.commit_raw(raw) if raw.num_rows
                             else (CommitResult(0, 0), []))
-        self.archive.quarantine(quarantine)
+        rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
+                                       json_error(row["event"]) if row["problem"] == "invalid JSON"
+                                       else row["problem"], _excerpt(row["event"]))
+                    for row in problems]
+        self.archive.quarantine(quarantine + rejected)
         for key, cp in pending.items():
             self.checkpoints.save(key, cp)
-        return result, problems
+        return result, rejected
 
     def close(self) -> None:
         if self._archive_writer is not None:
@@ -258,18 +256,21 @@ class _Pipeline:
         self.bytes_done += size
         return report
 
-    def _quarantine(self, label: str, cluster: str, line: int, reason: str, excerpt: str,
-                    read: bool = True) -> None:
+    def _quarantine(self, label: str, cluster: str, line: int, reason: str, excerpt: str) -> None:
+        self._count_quarantined(cluster, reason)
+        self.quarantine.append(_quarantine_record(label, cluster, line, reason, excerpt))
+
+    def _count_quarantined(self, cluster: str, reason: str, *, read: bool = True) -> None:
         counts = self.counts(cluster)
-        if read:
-            counts.read += 1
+        counts.read += read
         counts.quarantined += 1
         self.report.reasons[_reason_kind(reason)] += 1
-        self.quarantine.append({
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "file": label, "line": line, "cluster": cluster,
-            "reason": reason, "excerpt": excerpt,
-        })
+
+
+def _quarantine_record(label: str, cluster: str, line: int, reason: str, excerpt: str
+                       ) -> dict[str, Any]:
+    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "file": label, "line": line,
+            "cluster": cluster, "reason": reason, "excerpt": excerpt}
 
 
 _DETAIL = re.compile(r":? line \d+ column \d+ \(char \d+\)| \(got [^)]*\)|\(stageTimestamp [^)]*\)")
