@@ -8,9 +8,10 @@ every event exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from .errors import InputError, KubetrailError, LegacyFormatError
@@ -31,9 +33,9 @@ from .events.decode import (
     open_stream,
     stream_error,
 )
-from .events.normalize import RawBatch
+from .events.normalize import RawBatch, normalize_with
 from .sources.files import InputFile, expand_paths
-from .store.archive import Archive, CommitResult
+from .store.archive import Archive, CommitResult, connection
 from .store.checkpoint import Checkpoint, CheckpointStore
 from .store.writer import ArchiveWriter
 
@@ -117,8 +119,12 @@ class _Pipeline:
         self.file_reports: dict[str, FileReport] = {}
         self.events = 0
         self.bytes_done = 0
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubetrail-writer")
-        self._inflight: Future[tuple[CommitResult, list[dict[str, Any]]]] | None = None
+        # Two stages after reading, each on its own thread so they overlap: DuckDB parses
+        # batch N+1 while batch N is deduplicated and written.
+        self._normalizer = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-normalize")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-write")
+        self._inflight: deque[Future[tuple[CommitResult, list[dict[str, Any]]]]] = deque()
+        self._norm_con: duckdb.DuckDBPyConnection | None = None
         self._archive_writer: ArchiveWriter | None = None
 
     def counts(self, cluster: str) -> ClusterCounts:
@@ -128,22 +134,19 @@ class _Pipeline:
         return c
 
     def flush(self, *, wait: bool = False) -> None:
-        """Hand the batch to the writer thread; reading goes on while it is committed.
+        """Hand the batch to the normalise and write stages; reading goes on meanwhile.
 
-        At most one batch is in flight, and checkpoints are saved by the writer only after
-        their rows are durable, in order, so a crash at any point loses nothing."""
-        job = (self.raw.take(), self.quarantine, self.pending)
+        At most two batches are in flight, results are applied in order, and the writer
+        saves checkpoints only after their rows are durable, so a crash loses nothing."""
+        raw, quarantine, pending = self.raw.take(), self.quarantine, self.pending
         self.raw, self.quarantine, self.pending = RawBatch(), [], {}
-        self.wait()
-        self._inflight = self._writer.submit(self._commit, *job)
-        if wait:
-            self.wait()
+        normalized = self._normalizer.submit(self._normalize, raw)
+        self._inflight.append(self._writer.submit(self._commit, normalized, quarantine, pending))
+        while len(self._inflight) > (0 if wait else 1):
+            self._apply(self._inflight.popleft())
 
-    def wait(self) -> None:
-        """Apply the result of the batch in flight (raising what it raised)."""
-        if self._inflight is None:
-            return
-        future, self._inflight = self._inflight, None
+    def _apply(self, future: Future[tuple[CommitResult, list[dict[str, Any]]]]) -> None:
+        """Count the outcome of one committed batch (raising what it raised)."""
         result, quarantined = future.result()
         for record in quarantined:
             self._count_quarantined(record["cluster"], record["reason"], read=False)
@@ -154,13 +157,23 @@ class _Pipeline:
             counts.stored += stored
             counts.duplicate += dupes
 
-    def _commit(self, raw: pa.Table, quarantine: list[dict[str, Any]],
-                pending: dict[str, Checkpoint]) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Runs in the writer thread: segments, then quarantine, then checkpoints."""
+    def _normalize(self, raw: pa.Table) -> tuple[pa.Table | None, list[dict[str, Any]]]:
+        """Normalise stage (its own thread and DuckDB connection)."""
+        if not raw.num_rows:
+            return None, []
+        if self._norm_con is None:
+            self._norm_con = connection(ordered=True)
+        return normalize_with(self._norm_con, raw)
+
+    def _commit(self, normalized: Future[tuple[pa.Table | None, list[dict[str, Any]]]],
+                quarantine: list[dict[str, Any]], pending: dict[str, Checkpoint]
+                ) -> tuple[CommitResult, list[dict[str, Any]]]:
+        """Write stage: segments, then quarantine, then checkpoints."""
+        rows, problems = normalized.result()
         if self._archive_writer is None:  # created here: DuckDB objects stay in one thread
             self._archive_writer = self.archive.writer()
-        result, problems = (self._archive_writer.commit_raw(raw) if raw.num_rows
-                            else (CommitResult(0, 0), []))
+        result = self._archive_writer.commit_rows(rows) if rows is not None \
+            else CommitResult(0, 0)
         rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
                                        json_error(row["event"]) if row["problem"] == "invalid JSON"
                                        else row["problem"], _excerpt(row["event"]))
@@ -171,8 +184,14 @@ class _Pipeline:
         return result, rejected
 
     def close(self) -> None:
+        while self._inflight:  # after an error: let what was started finish
+            with contextlib.suppress(Exception):
+                self._inflight.popleft().result()
+        if self._norm_con is not None:
+            self._normalizer.submit(self._norm_con.close).result()
         if self._archive_writer is not None:
             self._writer.submit(self._archive_writer.close).result()
+        self._normalizer.shutdown(wait=True)
         self._writer.shutdown(wait=True)
 
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:

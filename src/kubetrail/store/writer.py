@@ -59,14 +59,14 @@ class ArchiveWriter:
         dated = self._con.sql("SELECT *, (epoch_us(\"time\") // 86400000000)::INTEGER AS day "
                               "FROM rows_in").to_arrow_table()
         self._con.unregister("rows_in")
-        return self._commit(dated)
+        return self.commit_rows(dated)
 
     def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
         """Normalise raw Event texts (RAW_SCHEMA) and store the good ones.
 
         Returns the counts and the rows that are not usable events (with `problem`)."""
         rows, problems = normalize_with(self._con, raw)
-        return self._commit(rows), problems
+        return self.commit_rows(rows), problems
 
     def _load_keys(self, parts: list[tuple[str, str]]) -> None:
         files = [str(p) for part in parts if part not in self._loaded
@@ -76,8 +76,8 @@ class ArchiveWriter:
                               "FROM read_parquet($files)", {"files": files})
         self._loaded.update(parts)
 
-    def _commit(self, rows: pa.Table) -> CommitResult:
-        """Write the new rows of `rows` (SCHEMA plus `day`) as sealed segments."""
+    def commit_rows(self, rows: pa.Table) -> CommitResult:
+        """Write the new rows of normalised `rows` (SCHEMA plus `day`) as sealed segments."""
         con = self._con
         rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
         con.register("batch", rows)
