@@ -78,8 +78,10 @@ def write_simulation(out: Path, *, events: int | None = None,
 
     ``jsonl``: one Event per line. ``eventlist``: EventList documents, one per line, batched
     like the webhook backend (≤400 events or 30 s). ``eks``/``gke``/``aks``: the providers'
-    export shapes, all clusters in one file. Native formats with several clusters write one
-    file per cluster next to ``out`` (see :func:`cluster_path`). ``go_json`` escapes ``&``,
+    export shapes; GKE and AKS records name their cluster, so all clusters share one file.
+    Native formats and EKS (whose ``filter-log-events`` output does not name the log
+    group) with several clusters write one file per cluster next to ``out``
+    (see :func:`cluster_path`). ``go_json`` escapes ``&``,
     ``<`` and ``>`` as ``\\u0026``-style escapes like the API server's Go encoder does (the same
     JSON, byte-faithful to real logs, ~10 % slower). ``events`` counts records written, so a
     cloud export (which drops some stages) still holds exactly that many.
@@ -108,9 +110,16 @@ def write_simulation(out: Path, *, events: int | None = None,
             writer = _write_jsonl if fmt == "jsonl" else _write_eventlists
             last = writer(gen, files, per, go_json)
             written = list(paths.values())
+        elif fmt == "eks" and clusters > 1:
+            # `aws logs filter-log-events` reads one log group, i.e. one cluster, and its
+            # output does not name the group: one file per cluster, as a user would have.
+            paths = {c: cluster_path(out, c) for c in per}
+            files = {c: _open(p, stack) for c, p in paths.items()}
+            last = _write_cloud(fmt, gen, files, per, events)
+            written = list(paths.values())
         else:
             f = _open(out, stack)
-            last = _write_cloud(fmt, gen, f, per, events)
+            last = _write_cloud(fmt, gen, {c: f for c in per}, per, events)
             written = [out]
     return SimulationSummary(
         files=written, events=sum(per.values()), per_cluster=per, scenarios=names,
@@ -196,11 +205,11 @@ def _encoder(fmt: str) -> Callable[[dict[str, Any], str], Any]:
     return lambda ev, c: encode.aks_record(ev, c)
 
 
-def _write_cloud(fmt: str, gen: Iterator[Triple], f: IO[bytes], per: dict[str, int],
-                 limit: int | None) -> int:
+def _write_cloud(fmt: str, gen: Iterator[Triple], files: dict[str, IO[bytes]],
+                 per: dict[str, int], limit: int | None) -> int:
     encode = _encoder(fmt)
     dumps, opt = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    chunk: list[dict[str, Any]] = []
+    chunks: dict[str, list[dict[str, Any]]] = {c: [] for c in files}  # eks: per output file
     lines: list[bytes] = []
     n, last = 0, 0
     for t, cluster, ev in gen:
@@ -213,16 +222,20 @@ def _write_cloud(fmt: str, gen: Iterator[Triple], f: IO[bytes], per: dict[str, i
         per[cluster] += 1
         last = t
         if fmt == "eks":
+            chunk = chunks[cluster]
             chunk.append(rec)
             if len(chunk) >= _EKS_CHUNK:
-                f.write(dumps({"events": chunk, "searchedLogStreams": []}, option=opt))
-                chunk = []
+                files[cluster].write(dumps({"events": chunk, "searchedLogStreams": []},
+                                           option=opt))
+                chunk.clear()
         else:
             lines.append(dumps(rec, option=opt))
             if len(lines) >= 512:
-                f.write(b"".join(lines))
+                files[cluster].write(b"".join(lines))
                 lines.clear()
-    f.write(b"".join(lines))
-    if chunk:
-        f.write(dumps({"events": chunk, "searchedLogStreams": []}, option=opt))
+    if lines:
+        next(iter(files.values())).write(b"".join(lines))  # gke/aks: one file for all
+    for cluster, chunk in chunks.items():
+        if chunk:
+            files[cluster].write(dumps({"events": chunk, "searchedLogStreams": []}, option=opt))
     return last
