@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["COLUMNS", "NORMALIZE_SQL", "PASSTHROUGH", "RAW_SCHEMA", "SCHEMA", "STAGES"]
+__all__ = [
+    "COLUMNS", "NORMALIZE_SQL", "PASSTHROUGH", "RAW_SCHEMA", "SCHEMA", "STAGES", "UNIQUE_COLUMNS",
+]
 
 _STR = pa.string()
 _LIST = pa.list_(pa.string())
@@ -56,6 +58,11 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("source_format", _STR, "input shape: native, eks, gke or aks"),
     ("event", _STR, "the whole event as JSON text"),
 ]
+
+#: Columns whose values are mostly unique: dictionary-encoding them in Parquet is wasted
+#: work (the writer tries, then falls back), so segments encode them plainly.
+UNIQUE_COLUMNS = frozenset({"event", "audit_id", "request_uri", "object_uid", "status_message",
+                            "time", "received", "latency_ms"})
 
 SCHEMA = pa.schema([pa.field(n, t, metadata={"description": d}) for n, t, d in COLUMNS])
 

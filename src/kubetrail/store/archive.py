@@ -36,13 +36,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
-from ..events.row import SCHEMA
+from ..events.row import SCHEMA, UNIQUE_COLUMNS
 
 if TYPE_CHECKING:
     from .writer import ArchiveWriter
 
 __all__ = ["Archive", "CommitResult", "connection"]
 
+_DICTIONARY_COLUMNS = [n for n in SCHEMA.names if n not in UNIQUE_COLUMNS]
+_STATISTICS_COLUMNS = [n for n in SCHEMA.names if n != "event"]  # min/max of whole events: useless
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -181,7 +183,8 @@ class Archive:
         path = directory / f"seg-{first:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = directory / f".{path.name}.tmp"
         pq.write_table(part, tmp, compression="zstd", compression_level=1,
-                       row_group_size=128 * 1024)
+                       row_group_size=128 * 1024, use_dictionary=_DICTIONARY_COLUMNS,
+                       write_statistics=_STATISTICS_COLUMNS)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
