@@ -41,7 +41,8 @@ from conftest import (
 )
 from kubetrail.cli import main
 from kubetrail.errors import KubetrailError
-from kubetrail.events.decode import Decoded, Decoder, Rejected, iter_bytes
+from kubetrail.events.decode import Decoded, Decoder, Rejected
+from kubetrail.events.reader import iter_bytes
 from kubetrail.store.archive import Archive
 
 GOOD = bulk_events(40)

@@ -11,7 +11,8 @@ import pytest
 
 from kubetrail.events.cloud.aks import cluster_from_id
 from kubetrail.events.cloud.encode import aks_record, aks_resource_id, to_aks, to_eks
-from kubetrail.events.decode import Decoded, Decoder, Item, Rejected, iter_bytes
+from kubetrail.events.decode import Decoded, Decoder, Item, Rejected
+from kubetrail.events.reader import iter_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
 PREFIX = "elastic_integrations_packages_kubernetes_data_stream_audit_logs__dev_test_pipeline_"

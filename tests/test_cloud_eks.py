@@ -19,7 +19,8 @@ from kubetrail.events.cloud.encode import (
     to_eks,
     to_gke_lines,
 )
-from kubetrail.events.decode import Decoded, Decoder, Item, Rejected, iter_bytes
+from kubetrail.events.decode import Decoded, Decoder, Item, Rejected
+from kubetrail.events.reader import iter_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
 NATIVE_SAMPLE = SAMPLES / (

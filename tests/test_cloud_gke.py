@@ -13,7 +13,8 @@ import pytest
 from kubetrail.events.cloud.encode import gke_entry, gke_method, gke_resource_name, to_gke
 from kubetrail.events.cloud.encode import to_gke_lines as gke_lines
 from kubetrail.events.cloud.gke import object_ref
-from kubetrail.events.decode import Decoded, Decoder, Item, Rejected, iter_bytes
+from kubetrail.events.decode import Decoded, Decoder, Item, Rejected
+from kubetrail.events.reader import iter_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples"
 SAMPLE = SAMPLES / (

@@ -23,17 +23,10 @@ import duckdb
 import pyarrow as pa
 
 from .errors import InputError, KubetrailError, LegacyFormatError
-from .events.decode import (
-    Decoded,
-    Decoder,
-    FastLines,
-    Position,
-    iter_items,
-    json_error,
-    open_stream,
-    stream_error,
-)
+from .events.compression import is_compressed, open_stream, stream_error
+from .events.decode import Decoded, Decoder, excerpt
 from .events.normalize import RawBatch, normalize_with
+from .events.reader import FastLines, Position, iter_items, json_error
 from .sources.files import InputFile, expand_paths
 from .store.archive import Archive, CommitResult, connection
 from .store.checkpoint import Checkpoint, CheckpointStore
@@ -176,7 +169,7 @@ class _Pipeline:
             else CommitResult(0, 0)
         rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
                                        json_error(row["event"]) if row["problem"] == "invalid JSON"
-                                       else row["problem"], _excerpt(row["event"]))
+                                       else row["problem"], excerpt(row["event"]))
                     for row in problems]
         self.archive.quarantine(quarantine + rejected)
         for key, cp in pending.items():
@@ -300,16 +293,11 @@ def _reason_kind(reason: str) -> str:
     return _DETAIL.sub("", reason)[:160]
 
 
-def _excerpt(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _compressed(inp: InputFile) -> bool:
     if inp.path is None:
         return False
     with open(inp.path, "rb") as fh:
-        head = fh.read(4)
-    return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\x28\xb5\x2f\xfd"
+        return is_compressed(fh.read(4))
 
 
 def ingest(

@@ -8,7 +8,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .decode import Decoded, FastLines, dumps_text
+from .decode import Decoded, dumps_text
+from .reader import FastLines
 from .row import NORMALIZE_SQL, PASSTHROUGH, RAW_SCHEMA, SCHEMA
 
 __all__ = ["RawBatch", "normalize", "normalize_events", "normalize_with"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..decode import Rejected, Shape, _excerpt
+from ..decode import Rejected, Shape, excerpt
 from ..timeparse import micro_time, parse_time
 from .eks import accept, salvaged_event
 
@@ -70,7 +70,7 @@ def _log_item(log: Any, dec: Decoder, cluster: str | None, fallback: Any, what: 
     if isinstance(log, dict):
         return accept(log, dec, FORMAT, cluster)
     if not isinstance(log, str):
-        return Rejected(f"{what} is missing or not a string", _excerpt(log))
+        return Rejected(f"{what} is missing or not a string", excerpt(log))
     text = log.strip()
     try:
         value = orjson.loads(text)
@@ -79,11 +79,11 @@ def _log_item(log: Any, dec: Decoder, cluster: str | None, fallback: Any, what: 
             value = json.loads(text, strict=False)
         except ValueError:
             if not text.startswith("{"):
-                return Rejected(f"{what} is not JSON (not an audit event)", _excerpt(text))
+                return Rejected(f"{what} is not JSON (not an audit event)", excerpt(text))
             return salvaged_event(text, dec, FORMAT, cluster, "aks-truncated", _micro(fallback))
         text = ""  # not the strict JSON the archive stores verbatim: re-serialise instead
     if not isinstance(value, dict):
-        return Rejected(f"{what} is not a JSON object", _excerpt(text or log))
+        return Rejected(f"{what} is not a JSON object", excerpt(text or log))
     return accept(value, dec, FORMAT, cluster, None, text or None)
 
 
@@ -109,11 +109,11 @@ def _decode_record(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     category = v["category"]
     if not isinstance(category, str) or category.lower() not in AUDIT_CATEGORIES:
         yield Rejected(f"AKS log category {category!r} is not an audit category",
-                       _excerpt(v), skipped=True)
+                       excerpt(v), skipped=True)
         return
     props = v["properties"]
     if not isinstance(props, dict):
-        yield Rejected("AKS record properties is not an object", _excerpt(v))
+        yield Rejected("AKS record properties is not an object", excerpt(v))
         return
     cluster = cluster_from_id(v.get("resourceId") or v.get("ResourceId"), dec.cluster)
     yield _log_item(props.get("log"), dec, cluster, v.get("time"), "properties.log")
@@ -164,7 +164,7 @@ def _decode_diagnostics(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     category = v["Category"]
     if not isinstance(category, str) or category.lower() not in AUDIT_CATEGORIES:
         yield Rejected(f"AzureDiagnostics category {category!r} is not an audit category",
-                       _excerpt(v), skipped=True)
+                       excerpt(v), skipped=True)
         return
     cluster = cluster_from_id(v.get("_ResourceId") or v.get("ResourceId"), dec.cluster)
     if cluster is None and isinstance(v.get("Resource"), str) and v["Resource"]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..decode import Decoded, Rejected, Shape, _excerpt, _native_event
+from ..decode import Decoded, Rejected, Shape, excerpt, native_event
 from ..timeparse import micro_time, parse_time
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def accept(
     text: str | None = None,
 ) -> Item:
     """Validate a recovered Event exactly as a native one, then stamp its provenance."""
-    item = _native_event(event, dec, text)
+    item = native_event(event, dec, text)
     if isinstance(item, Decoded):
         item.source_format = source_format
         item.cluster = cluster or dec.cluster
@@ -138,7 +138,7 @@ def salvaged_event(
     if not isinstance(event.get("auditID"), str) or event.get("stage") is None:
         return Rejected(
             f"event was cut short ({marker}) before its auditID and stage; nothing to salvage",
-            _excerpt(text),
+            excerpt(text),
         )
     event.setdefault("kind", "Event")
     event.setdefault("apiVersion", "audit.k8s.io/v1")
@@ -152,15 +152,15 @@ def salvaged_event(
 def unwrap(payload: Any, dec: Decoder, source_format: str, what: str) -> Iterator[Item]:
     """Events inside a base64 (usually gzip'd) payload: Lambda, Firehose, Pub/Sub data."""
     if not isinstance(payload, str) or not payload:
-        yield Rejected(f"{what} has no base64 data", _excerpt(payload))
+        yield Rejected(f"{what} has no base64 data", excerpt(payload))
         return
     try:
         values = list(dec.values(base64.b64decode(payload)))
     except Exception as exc:  # any failure to open an opaque payload is one bad record
-        yield Rejected(f"{what} data cannot be decoded: {exc}", _excerpt(payload))
+        yield Rejected(f"{what} data cannot be decoded: {exc}", excerpt(payload))
         return
     if not values:
-        yield Rejected(f"{what} data holds no JSON", _excerpt(payload))
+        yield Rejected(f"{what} data holds no JSON", excerpt(payload))
         return
     for value in values:
         for item in dec.classify(value):
@@ -188,13 +188,13 @@ def _message(
     if isinstance(stream, str) and stream and not stream.startswith(AUDIT_STREAM_PREFIX):
         return Rejected(f"log stream {stream!r} is not an audit stream "
                         f"(audit streams start with {AUDIT_STREAM_PREFIX!r})",
-                        _excerpt(message), skipped=True)
+                        excerpt(message), skipped=True)
     if not isinstance(message, str):
-        return Rejected("CloudWatch log event has no message string", _excerpt(message))
+        return Rejected("CloudWatch log event has no message string", excerpt(message))
     text = message.strip()
     if not text.startswith("{"):
         return Rejected("CloudWatch message is log text, not an audit event",
-                        _excerpt(text), skipped=True)
+                        excerpt(text), skipped=True)
     if text.endswith(TRUNCATED_MARK):
         return salvaged_event(text, dec, FORMAT, cluster, "eks-truncated", time)
     return dec.event_from_text(text, FORMAT, cluster)
@@ -210,17 +210,17 @@ def _is_subscription(v: dict[str, Any]) -> bool:
 def _decode_subscription(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     if v["messageType"] == "CONTROL_MESSAGE":
         yield Rejected("CloudWatch Logs control message (destination health check)",
-                       _excerpt(v), skipped=True)
+                       excerpt(v), skipped=True)
         return
     events = v["logEvents"]
     if not isinstance(events, list):
-        yield Rejected("CloudWatch envelope logEvents is not a list", _excerpt(v))
+        yield Rejected("CloudWatch envelope logEvents is not a list", excerpt(v))
         return
     cluster = cluster_from_group(v.get("logGroup"))
     stream = v.get("logStream")
     for ev in events:
         if not isinstance(ev, dict):
-            yield Rejected("CloudWatch log event is not an object", _excerpt(ev))
+            yield Rejected("CloudWatch log event is not an object", excerpt(ev))
             continue
         yield _message(ev.get("message"), micro_from_ms(ev.get("timestamp")), stream,
                        cluster, dec)
@@ -243,7 +243,7 @@ def _is_firehose(v: dict[str, Any]) -> bool:
 def _decode_firehose(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     for record in v["records"]:
         if not isinstance(record, dict):
-            yield Rejected("Firehose record is not an object", _excerpt(record))
+            yield Rejected("Firehose record is not an object", excerpt(record))
             continue
         yield from unwrap(record.get("data"), dec, FORMAT, "Firehose record")
 
@@ -260,7 +260,7 @@ def _is_events(v: dict[str, Any]) -> bool:
 def _decode_events(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     for ev in v["events"]:
         if not isinstance(ev, dict):
-            yield Rejected("CloudWatch log event is not an object", _excerpt(ev))
+            yield Rejected("CloudWatch log event is not an object", excerpt(ev))
             continue
         yield _message(ev.get("message"), micro_from_ms(ev.get("timestamp")),
                        ev.get("logStreamName"), None, dec)
@@ -277,7 +277,7 @@ def _decode_insights(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
         fields = {f.get("field"): f.get("value") for f in row if isinstance(f, dict)} \
             if isinstance(row, list) else {}
         if "@message" not in fields:
-            yield Rejected("Logs Insights row has no @message field", _excerpt(row))
+            yield Rejected("Logs Insights row has no @message field", excerpt(row))
             continue
         stamp = parse_time(fields.get("@timestamp"))
         group = fields.get("@log")  # "<account>:<log group>"

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..decode import Rejected, Shape, _excerpt
+from ..decode import Rejected, Shape, excerpt
 from ..timeparse import micro_time, parse_time
 from .eks import accept, unwrap
 
@@ -197,12 +197,12 @@ def _is_entry(v: dict[str, Any]) -> bool:
 def _decode_entry(v: dict[str, Any], dec: Decoder) -> Iterator[Item]:
     pp = v["protoPayload"]
     if not isinstance(pp, dict) or not str(pp.get("@type", "")).endswith(_AUDIT_TYPE):
-        yield Rejected("LogEntry payload is not a Cloud Audit Log", _excerpt(v), skipped=True)
+        yield Rejected("LogEntry payload is not a Cloud Audit Log", excerpt(v), skipped=True)
         return
     service = pp.get("serviceName")
     if service != "k8s.io":
         yield Rejected(f"Cloud Audit Log of service {service!r}, not Kubernetes (k8s.io)",
-                       _excerpt(v), skipped=True)
+                       excerpt(v), skipped=True)
         return
     event, truncated = rebuild(v)
     resource = v.get("resource")
