@@ -167,11 +167,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     doc = ROOT / "docs" / "benchmarks.md"
-    header = ("# Benchmarks\n\nEach section is one run of `make bench` (or the command shown), "
-              "newest first.\n\n")
-    old = doc.read_text().removeprefix(header) if doc.exists() else ""
-    doc.write_text(header + text + "\n" + old)
-
+    marker = "<!-- runs: bench/run.py adds each run below, newest first -->\n"
+    intro, _, runs = doc.read_text().partition(marker) if doc.exists() else ("", "", "")
+    doc.write_text((intro or "# Benchmarks\n\n") + marker + "\n" + text + runs)
 
 if __name__ == "__main__":
     main()
