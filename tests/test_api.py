@@ -34,8 +34,7 @@ def test_doctests(module: str) -> None:
 
 
 def test_errors_share_one_root_and_carry_hints() -> None:
-    for name in ("ConfigError", "InputError", "LegacyFormatError", "QueryError", "StoreError",
-                 "DecodeError"):
+    for name in ("ConfigError", "InputError", "LegacyFormatError", "QueryError", "StoreError"):
         assert issubclass(getattr(kubetrail, name), kubetrail.KubetrailError)
     err = kubetrail.InputError("no such file", path="x.log", hint="check the path")
     assert str(err) == "x.log: no such file\n  hint: check the path"

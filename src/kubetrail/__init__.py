@@ -6,7 +6,6 @@
 from .config import Settings, load_settings
 from .errors import (
     ConfigError,
-    DecodeError,
     InputError,
     KubetrailError,
     LegacyFormatError,
@@ -32,7 +31,6 @@ __all__ = [
     "Archive",
     "ClusterCounts",
     "ConfigError",
-    "DecodeError",
     "EventFilter",
     "IngestReport",
     "InputError",

@@ -4,20 +4,19 @@
     ├── ConfigError       bad kubetrail.yaml, environment variable or flag
     ├── InputError        an input cannot be read at all (missing, unreadable, unknown format)
     │   └── LegacyFormatError  the API server's legacy text format
-    ├── DecodeError       one record is not a usable audit event (quarantined, never raised
-    │                     out of a batch)
     ├── StoreError        the archive cannot be read or written
     └── QueryError        a filter or SQL query is invalid
 
-Every message says what went wrong and what to do about it; the CLI prints it without a
-traceback and exits with :attr:`KubetrailError.exit_code`.
+A record that is not a usable event is never raised: it is quarantined with its reason
+(see :class:`kubetrail.events.decode.Rejected`). Every message says what went wrong and what
+to do about it; the CLI prints it without a traceback and exits with
+:attr:`KubetrailError.exit_code`.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
-    "DecodeError",
     "InputError",
     "KubetrailError",
     "LegacyFormatError",
@@ -54,17 +53,6 @@ class InputError(KubetrailError):
 
 class LegacyFormatError(InputError):
     """The input is kube-apiserver's `--audit-log-format=legacy` text, which loses fields."""
-
-
-class DecodeError(KubetrailError):
-    """One record could not be turned into an audit event; carries where it came from."""
-
-    def __init__(self, reason: str, *, path: str | None = None, line: int | None = None) -> None:
-        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
-        super().__init__(f"{where}{reason}")
-        self.reason = reason
-        self.path = path
-        self.line = line
 
 
 class StoreError(KubetrailError):
