@@ -22,8 +22,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .errors import InputError, KubetrailError, LegacyFormatError
-from .events.compression import is_compressed, open_stream, stream_error
+from .errors import InputError, KubetrailError, LegacyFormatError, StoreError
+from .events.compression import open_stream, stream_error
 from .events.decode import Decoded, Decoder, excerpt
 from .events.normalize import RawBatch, normalize_with
 from .events.reader import FastLines, Position, iter_items, json_error
@@ -119,6 +119,7 @@ class _Pipeline:
         self._inflight: deque[Future[tuple[CommitResult, list[dict[str, Any]]]]] = deque()
         self._norm_con: duckdb.DuckDBPyConnection | None = None
         self._archive_writer: ArchiveWriter | None = None
+        self._failed: str | None = None  # set by the write stage when a commit fails
 
     def counts(self, cluster: str) -> ClusterCounts:
         c = self.report.clusters.get(cluster)
@@ -161,8 +162,26 @@ class _Pipeline:
     def _commit(self, normalized: Future[tuple[pa.Table | None, list[dict[str, Any]]]],
                 quarantine: list[dict[str, Any]], pending: dict[str, Checkpoint]
                 ) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Write stage: segments, then quarantine, then checkpoints."""
-        rows, problems = normalized.result()
+        """Write stage: segments, then quarantine, then checkpoints.
+
+        Once a batch fails, every later batch fails too without saving its checkpoints: a
+        checkpoint past a batch that was not stored would lose that batch for good."""
+        if self._failed is not None:
+            raise StoreError(f"not written: an earlier batch failed ({self._failed})")
+        try:
+            return self._store(normalized.result(), quarantine, pending)
+        except Exception as exc:
+            self._failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, KubetrailError):
+                raise
+            raise StoreError(f"cannot write to the archive {self.archive.root}: {self._failed}",
+                             hint="free some space or fix the permissions, then run the same "
+                             "ingest again: it resumes where the archive stopped") from exc
+
+    def _store(self, normalized: tuple[pa.Table | None, list[dict[str, Any]]],
+               quarantine: list[dict[str, Any]], pending: dict[str, Checkpoint]
+               ) -> tuple[CommitResult, list[dict[str, Any]]]:
+        rows, problems = normalized
         if self._archive_writer is None:  # created here: DuckDB objects stay in one thread
             self._archive_writer = self.archive.writer()
         result = self._archive_writer.commit_rows(rows) if rows is not None \
@@ -189,9 +208,13 @@ class _Pipeline:
 
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:
         report = self.file_reports[inp.label] = FileReport(inp.label)
-        fingerprint = inp.fingerprint() if inp.path is not None else None
+        try:
+            fingerprint = inp.fingerprint()
+            size = inp.size()
+            compressed = inp.compressed()
+        except InputError as exc:
+            return self._failed_file(report, exc)
         key = CheckpointStore.key(fingerprint, cluster, fmt) if fingerprint else None
-        size = inp.size()
         start = start_line = 0
         if key and not force:
             cp = self.checkpoints.get(key)
@@ -199,8 +222,7 @@ class _Pipeline:
                 report.status = "unchanged"
                 self.bytes_done += size
                 return report
-            if cp and cp.offset and size > cp.offset and size >= cp.size \
-                    and not _compressed(inp):
+            if cp and cp.offset and size > cp.offset and size >= cp.size and not compressed:
                 start, start_line, report.status = cp.offset, cp.line, "resumed"
         if size == 0 and inp.path is not None:
             report.error = "empty file, nothing to read"
@@ -218,7 +240,7 @@ class _Pipeline:
                     if isinstance(entry, FastLines) else entry[0]
                 if pos.offset != last.offset:
                     if len(self.raw) >= self.batch_events:
-                        if key:  # everything before `last` is in this batch or quarantined
+                        if key and last.resumable:  # all before `last` is in this batch
                             self.pending[key] = Checkpoint(inp.label, last.offset, size,
                                                            line=last.end_line)
                         self.flush()
@@ -241,19 +263,18 @@ class _Pipeline:
                     self.events += 1
                 elif item.skipped:
                     self.counts(cluster).skipped += 1
+                elif item.pending:
+                    report.error = item.reason
                 else:
                     self._quarantine(inp.label, cluster, pos.line, item.reason, item.excerpt)
                     report.quarantined += 1
         except LegacyFormatError:
             raise
         except InputError as exc:
-            report.status, report.error = "failed", exc.message
-            self.report.errors.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-            return report
+            return self._failed_file(report, exc)
         except OSError as exc:
-            report.status, report.error = "failed", f"read error: {exc}"
-            self.report.errors.append(f"{inp.label}: read error: {exc}")
-            return report
+            return self._failed_file(report, InputError(f"read error: {exc.strerror or exc}",
+                                                        path=inp.label))
         finally:
             if inp.path is not None:
                 raw.close()
@@ -263,9 +284,15 @@ class _Pipeline:
             report.status, report.error = "partial", reason
             self._quarantine(inp.label, cluster, last.end_line, reason, "")
             report.quarantined += 1
-        if key:
-            self.pending[key] = Checkpoint(inp.label, last.offset, size, True, line=last.end_line)
+        if key:  # a document (not JSON lines) that grows is read again from its start
+            self.pending[key] = Checkpoint(inp.label, last.offset if last.resumable else 0,
+                                           size, True, line=last.end_line if last.resumable else 0)
         self.bytes_done += size
+        return report
+
+    def _failed_file(self, report: FileReport, exc: InputError) -> FileReport:
+        report.status, report.error = "failed", exc.message
+        self.report.errors.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return report
 
     def _quarantine(self, label: str, cluster: str, line: int, reason: str, excerpt: str) -> None:
@@ -293,13 +320,6 @@ def _reason_kind(reason: str) -> str:
     return _DETAIL.sub("", reason)[:160]
 
 
-def _compressed(inp: InputFile) -> bool:
-    if inp.path is None:
-        return False
-    with open(inp.path, "rb") as fh:
-        return is_compressed(fh.read(4))
-
-
 def ingest(
     archive: Archive,
     paths: list[str],
@@ -324,7 +344,9 @@ def ingest(
         try:
             for inp in inputs:
                 pipeline.report.files.append(pipeline.run_file(inp, cluster, fmt, force))
-        except KubetrailError:
+        except StoreError:
+            raise
+        except KubetrailError:  # e.g. a legacy-format file: keep what was read before it
             pipeline.flush(wait=True)
             raise
         else:
@@ -336,7 +358,3 @@ def ingest(
     pipeline.report.seconds = time.monotonic() - started
     return pipeline.report
 
-
-def total_bytes(paths: list[str]) -> int:
-    """Size of all inputs, for a progress bar (0 when reading stdin)."""
-    return sum(f.size() for f in expand_paths(paths))

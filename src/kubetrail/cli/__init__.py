@@ -75,4 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`); not an error
         return 0
+    except OSError as exc:  # the last resort: the library turns the ones it expects into ours
+        name = f" {exc.filename}" if exc.filename else ""
+        print(f"kubetrail: error:{name}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

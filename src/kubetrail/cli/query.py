@@ -123,7 +123,8 @@ def register(app: typer.Typer) -> None:
         for e in entries:
             verb = e.verb + (f" {e.subresource}" if e.subresource else "")
             style = "red" if (e.decision == "forbid" or (e.code or 0) >= 400) else "default"
-            console.print(f"[{style}]{e.time:%Y-%m-%d %H:%M:%S.%f}  {e.cluster:10} {verb:18} "
+            where = f"{e.cluster}/{e.namespace}" if e.namespace else e.cluster
+            console.print(f"[{style}]{e.time:%Y-%m-%d %H:%M:%S.%f}  {where:20} {verb:18} "
                           f"{e.code or '':>4}  {e.user}[/{style}]")
             if e.note:
                 console.print(f"    [dim]{e.note}[/dim]")

@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
                              hint="e.g. --events 200000 or --duration 24h")
         if fmt not in SIM_FORMATS:
             raise QueryError(f"unknown format {fmt!r}", hint="use one of: " + ", ".join(SIM_FORMATS))
+        if events is not None and events < 1:
+            raise QueryError(f"--events must be at least 1, got {events}")
+        if clusters < 1:
+            raise QueryError(f"--clusters must be at least 1, got {clusters}")
         unknown = [s for s in scenario or () if s not in SCENARIOS]
         if unknown:
             raise QueryError(f"unknown scenario(s): {', '.join(unknown)}",

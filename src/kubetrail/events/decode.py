@@ -53,6 +53,7 @@ class Rejected:
     reason: str
     excerpt: str = ""
     skipped: bool = False  # True for records that are fine but not audit data (counted apart)
+    pending: bool = False  # True for a last line still being written: read again later
 
 
 Item = Decoded | Rejected

@@ -12,7 +12,7 @@ from .decode import Decoded, dumps_text
 from .reader import FastLines
 from .row import NORMALIZE_SQL, PASSTHROUGH, RAW_SCHEMA, SCHEMA
 
-__all__ = ["RawBatch", "normalize", "normalize_events", "normalize_with"]
+__all__ = ["RawBatch", "normalize_with"]
 
 
 
@@ -79,23 +79,3 @@ def normalize_with(con: duckdb.DuckDBPyConnection, raw: pa.Table
         }).filter(bad).to_pylist()
         rows = rows.filter(pc.invert(bad))
     return rows, problems
-
-
-def normalize(raw: pa.Table) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """(rows of SCHEMA for good events, [{problem, event, line, cluster, file}] for the rest)."""
-    con = duckdb.connect()
-    try:
-        con.execute("SET enable_progress_bar = false")
-        con.execute("SET TimeZone = 'UTC'")
-        rows, problems = normalize_with(con, raw)
-    finally:
-        con.close()
-    return rows.select(SCHEMA.names).cast(SCHEMA), problems
-
-
-def normalize_events(items: list[Decoded], cluster: str = "default") -> pa.Table:
-    """Rows for Python-decoded events (webhook bodies, tests); problems are dropped."""
-    batch = RawBatch()
-    for i, item in enumerate(items, 1):
-        batch.add(item, i, item.cluster or cluster, "<memory>")
-    return normalize(batch.take())[0]

@@ -34,6 +34,7 @@ class Position:
     line: int = 0
     offset: int = 0
     end_line: int = 0  # lines before `offset` (what a checkpoint at `offset` must remember)
+    resumable: bool = True  # False inside a document: reading cannot restart at `offset`
 
 
 def _looks_binary(sample: bytes) -> bool:
@@ -149,9 +150,18 @@ def iter_items(
             yield from _block_items(lines, b"\r" in block, line_no, offset, line_no + len(lines),
                                     dec, fast)
         else:
-            # A last line with no newline may still be being written: it is read now, but
-            # its position stays before it, so a later run reads it again once complete.
-            yield from _block_items(lines, b"\r" in block, line_no, offset, line_no, dec, fast)
+            # A last line with no newline may still be being written: it is read now if it
+            # is complete JSON, but its position stays before it, so that a later run reads
+            # it again; an incomplete one is left for that later run, not quarantined.
+            line = block.strip()
+            if line:
+                if _is_complete_json(line) or line[:1] not in (b"{", b"["):
+                    yield from _line_items(line, Position(line_no + 1, offset, line_no), dec)
+                else:
+                    yield Position(line_no + 1, offset, line_no), Rejected(
+                        f"line {line_no + 1} has no newline and is not complete JSON: left "
+                        "unread until the file grows (if the file is finished, it was cut "
+                        "off there)", excerpt(line.decode("utf-8", "replace")), pending=True)
             offset += len(block)
         line_no += len(lines)
 
@@ -265,10 +275,10 @@ def _document_items(
     try:
         for value, line, _ in iter_values(text, base_line):
             for item in dec.classify(value):
-                yield Position(line, end_offset, end_line), item
+                yield Position(line, end_offset, end_line, resumable=False), item
     except BadJSON as exc:
         near = text[exc.pos:exc.pos + 120]
-        yield Position(exc.line, end_offset, end_line), Rejected(
+        yield Position(exc.line, end_offset, end_line, resumable=False), Rejected(
             f"invalid JSON document from line {exc.line}: {exc.msg}; the rest of the "
             "document cannot be read", excerpt(near))
 
@@ -282,6 +292,9 @@ def iter_bytes(data: bytes, name: str, dec: Decoder) -> Iterator[tuple[Position,
                 for text, line in zip(entry.texts.to_pylist(), entry.lines.to_pylist(),
                                       strict=True):
                     yield from _line_items(text.encode(), Position(line, entry.offset), dec)
+            elif isinstance(entry[1], Rejected) and entry[1].pending:  # no later read in memory
+                yield entry[0], Rejected("the input ends in the middle of a JSON line",
+                                         entry[1].excerpt)
             else:
                 yield entry
     except InputError as exc:

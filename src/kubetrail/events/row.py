@@ -19,7 +19,7 @@ _STR = pa.string()
 _LIST = pa.list_(pa.string())
 _TS = pa.timestamp("us", tz="UTC")
 
-#: (column, Arrow type, description). The order is the order of the tuple `event_row` makes.
+#: (column, Arrow type, description), in the order of the segments' columns.
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("cluster", _STR, "cluster the event came from (flag, config or the cloud record)"),
     ("time", _TS, "stageTimestamp: when this stage of the request happened (UTC)"),

@@ -12,11 +12,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from ..errors import QueryError
+from ..errors import QueryError, StoreError
 from ..events.model import AuditEvent
 from ..events.row import SCHEMA
 from .diff import Change, object_changes
-from .filters import DENIED_SQL, IP6_HEX_MACRO, STAGE_RANK_SQL, EventFilter, parse_duration
+from .filters import DENIED_SQL, IP6_HEX_MACRO, EventFilter, parse_duration
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -51,6 +51,11 @@ TOP_DIMENSIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+#: Stage preference when one row per request is wanted: the most complete stage wins.
+STAGE_RANK_SQL = ("CASE stage WHEN 'ResponseComplete' THEN 4 WHEN 'Panic' THEN 4 "
+                  "WHEN 'ResponseStarted' THEN 2 ELSE 1 END")
+
+
 def _prepare(con: duckdb.DuckDBPyConnection, flt: EventFilter) -> tuple[str, list[Any]]:
     if flt.needs_ip6():
         con.execute(IP6_HEX_MACRO)
@@ -73,8 +78,14 @@ def _requests(where: str, all_stages: bool) -> str:
             f"(PARTITION BY cluster, audit_id ORDER BY {STAGE_RANK_SQL} DESC, \"time\" DESC) = 1")
 
 
-def _arrow(rel: duckdb.DuckDBPyRelation | duckdb.DuckDBPyConnection) -> pa.Table:
-    return rel.to_arrow_table()  # type: ignore[union-attr]
+def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pa.Table:
+    """Run one query of ours; a failure means the archive is damaged or unreadable."""
+    try:
+        return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the archive: {str(exc).splitlines()[0]}",
+                         hint="`kubetrail stats` lists the segments; a damaged one can be "
+                         "moved away and its input ingested again") from None
 
 
 def query_events(
@@ -97,7 +108,7 @@ def query_events(
     order = "DESC" if newest_first else "ASC"
     sql = (f"SELECT {select} FROM ({_requests(where, all_stages)}) "
            f"ORDER BY \"time\" {order}, audit_id" + _limit(limit))
-    return _arrow(con.sql(sql, params=params))
+    return _sql(con, sql, params)
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
@@ -107,7 +118,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
         if rel is None:
             raise QueryError("the SQL returned no rows to show",
                              hint="write a query, e.g. SELECT count(*) FROM events")
-        return _arrow(rel)
+        return rel.to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(f"SQL error: {str(exc).splitlines()[0]}",
                          hint="the view is named events; see `kubetrail query --fields` "
@@ -145,7 +156,7 @@ def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = Non
     reqs = f"({_requests(where, False)})"
 
     def rows(sql: str) -> list[tuple[Any, ...]]:
-        return con.sql(sql, params=params).fetchall()
+        return [tuple(r.values()) for r in _sql(con, sql, params).to_pylist()]
 
     profile = UserProfile(user)
     head = rows(f"SELECT count(*), min(\"time\"), max(\"time\"), "
@@ -163,12 +174,11 @@ def who(con: duckdb.DuckDBPyConnection, user: str, flt: EventFilter | None = Non
     profile.user_agents = rows(f"SELECT user_agent, count(*) n FROM {reqs} WHERE user_agent "
                                f"IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1{lim}")
     profile.verbs = rows(f"SELECT verb, count(*) n FROM {reqs} GROUP BY 1 ORDER BY n DESC, 1")
-    touched = con.sql(
-        f"SELECT verb, concat_ws('/', resource, subresource) AS resource, namespace, "
+    profile.touched = _sql(
+        con, f"SELECT verb, concat_ws('/', resource, subresource) AS resource, namespace, "
         f"count(*) AS requests, count(*) FILTER {DENIED_SQL} AS denied, "
         f"max(\"time\") AS last FROM {reqs} WHERE resource IS NOT NULL "
-        f"GROUP BY ALL ORDER BY requests DESC, resource{lim}", params=params)
-    profile.touched = _arrow(touched).to_pylist()
+        f"GROUP BY ALL ORDER BY requests DESC, resource{lim}", params).to_pylist()
     profile.impersonated_by = rows(
         f"SELECT \"user\", count(*) n FROM {reqs} WHERE impersonated_user IS NOT NULL "
         f"AND \"user\" IS DISTINCT FROM impersonated_user GROUP BY 1 ORDER BY n DESC")
@@ -181,6 +191,7 @@ class HistoryEntry:
 
     time: datetime
     cluster: str
+    namespace: str | None
     user: str | None
     verb: str | None
     subresource: str | None
@@ -198,6 +209,8 @@ class HistoryEntry:
 
 
 _WRITES = ("create", "update", "patch", "delete", "deletecollection")
+_HISTORY_FIELDS = ("time", "cluster", "namespace", "user", "verb", "subresource", "code",
+                   "decision", "audit_id")
 
 
 def object_history(con: duckdb.DuckDBPyConnection, target: str, namespace: str | None = None,
@@ -214,26 +227,30 @@ def object_history(con: duckdb.DuckDBPyConnection, target: str, namespace: str |
                       clusters=(cluster,) if cluster else (),
                       verbs=() if include_reads else _WRITES)
     where, params = _prepare(con, flt)
-    sql = (f"SELECT \"time\", cluster, \"user\", verb, subresource, code, decision, audit_id, "
-           f"level, event FROM ({_requests(where, False)}) ORDER BY \"time\", audit_id"
+    sql = (f"SELECT \"time\", cluster, namespace, \"user\", verb, subresource, code, decision, "
+           f"audit_id, level, event FROM ({_requests(where, False)}) ORDER BY \"time\", audit_id"
            + _limit(limit))
     entries: list[HistoryEntry] = []
-    previous: Any = None
-    for row in con.sql(sql, params=params).fetchall():
-        entry = HistoryEntry(*row[:8])
+    # Objects of the same name in other namespaces or clusters are other objects.
+    previous: dict[tuple[str, str | None], Any] = {}
+    for row in _sql(con, sql, params).to_pylist():
+        entry = HistoryEntry(**{k: row[k] for k in _HISTORY_FIELDS})
+        key = (entry.cluster, entry.namespace)
         if entry.verb in _WRITES and (entry.code is None or entry.code < 400):
-            event = AuditEvent.from_json(row[9])
+            event = AuditEvent.from_json(row["event"])
             after, kind = _object_after(event)
             if kind == "patch":
                 entry.note = "patch: " + orjson.dumps(event.request_object).decode()[:300]
             if entry.verb in ("delete", "deletecollection"):
                 entry.note = entry.note or "deleted"
-                previous = None
+                previous.pop(key, None)
             elif after is not None:
-                entry.changes = object_changes(previous, after)
-                previous = after
-            elif row[8] == "Metadata":
-                entry.note = "bodies not recorded (audit level Metadata)"
+                entry.changes = object_changes(previous.get(key), after)
+                previous[key] = after
+            else:  # what it changed is unknown, so the next diff must not start from here
+                previous.pop(key, None)
+                if row["level"] == "Metadata":
+                    entry.note = "bodies not recorded (audit level Metadata)"
         entries.append(entry)
     return entries
 
@@ -267,7 +284,7 @@ def timeline(con: duckdb.DuckDBPyConnection, flt: EventFilter, bucket: str = "1h
            f"count(*) FILTER {DENIED_SQL} AS denied, "
            f"count(*) FILTER (code >= 400) AS failed, count(DISTINCT \"user\") AS users "
            f"FROM ({_requests(where, False)}) GROUP BY 1 ORDER BY 1")
-    return _arrow(con.sql(sql, params=params)).to_pylist()
+    return _sql(con, sql, params).to_pylist()
 
 
 def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *,
@@ -284,16 +301,16 @@ def top(con: duckdb.DuckDBPyConnection, dimension: str, flt: EventFilter, *,
            f"min(\"time\") AS first, max(\"time\") AS last "
            f"FROM ({_requests(where, False)}) {extra} GROUP BY 1 "
            f"ORDER BY requests DESC, value{_limit(limit)}")
-    return _arrow(con.sql(sql, params=params)).to_pylist()
+    return _sql(con, sql, params).to_pylist()
 
 
 def archive_stats(con: duckdb.DuckDBPyConnection, bytes_on_disk: int, segments: int
                   ) -> dict[str, Any]:
     """Size and span of the archive, per cluster and in total."""
-    per = _arrow(con.sql(
-        "SELECT cluster, count(*) AS events, count(DISTINCT audit_id) AS requests, "
+    per = _sql(
+        con, "SELECT cluster, count(*) AS events, count(DISTINCT audit_id) AS requests, "
         "min(\"time\") AS first, max(\"time\") AS last FROM events GROUP BY 1 ORDER BY 1"
-    )).to_pylist()
+    ).to_pylist()
     events = sum(r["events"] for r in per)
     return {
         "events": events,

@@ -25,22 +25,28 @@ _USER = '"user"'  # a reserved word in SQL, so always quoted
 #: A request the authorizer denied (RBAC's forbid, or a 403 from anything else).
 DENIED_SQL = "(decision = 'forbid' OR code = 403)"
 
-#: Stage preference when one row per request is wanted: the most complete stage wins.
-STAGE_RANK_SQL = ("CASE stage WHEN 'ResponseComplete' THEN 4 WHEN 'Panic' THEN 4 "
-                  "WHEN 'ResponseStarted' THEN 2 ELSE 1 END")
-
 
 def parse_duration(value: str) -> timedelta | None:
     """`30s`, `5m`, `24h`, `7d`, `2w` as a timedelta; None when it is not a duration."""
     m = _DURATION.match(value)
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)]) if m else None
+    if not m:
+        return None
+    try:
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    except OverflowError:
+        raise QueryError(f"duration {value!r} is too long",
+                         hint="use at most a few thousand years, e.g. 3650d") from None
 
 
 def parse_when(value: str, now: datetime | None = None) -> datetime:
     """`24h`, `7d`, `30m`, `2w` (that long before now) or an RFC 3339 time."""
     ago = parse_duration(value)
     if ago is not None:
-        return (now or datetime.now(UTC)) - ago
+        try:
+            return (now or datetime.now(UTC)) - ago
+        except OverflowError:
+            raise QueryError(f"{value!r} ago is before the year 1",
+                             hint="use a shorter duration or an RFC 3339 time") from None
     parsed = parse_time(value)
     if parsed is None:
         raise QueryError(f"cannot read time {value!r}",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import InputError
+from ..events.compression import is_compressed
 
 __all__ = ["InputFile", "expand_paths", "rotation_key"]
 
@@ -43,12 +44,28 @@ class InputFile:
         """Identity of the file's content, robust to renames (rotation) and appends."""
         if self.path is None:
             return None
-        with open(self.path, "rb") as fh:
-            head = fh.read(_FINGERPRINT_BYTES)
+        head = self._head(_FINGERPRINT_BYTES)
         return hashlib.sha256(head).hexdigest()[:32] + f":{len(head)}"
 
+    def compressed(self) -> bool:
+        """Whether the file is compressed (its offsets then count decompressed bytes)."""
+        return self.path is not None and is_compressed(self._head(4))
+
     def size(self) -> int:
-        return self.path.stat().st_size if self.path is not None else 0
+        if self.path is None:
+            return 0
+        try:
+            return self.path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", path=self.label) from None
+
+    def _head(self, n: int) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+                return fh.read(n)
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", path=self.label,
+                             hint="check the file's permissions") from None
 
 
 def rotation_key(path: Path) -> tuple[str, int, str, str]:

@@ -132,7 +132,12 @@ class Archive:
     def writer_lock(self, wait_seconds: float = 30.0) -> Iterator[None]:
         """One writer at a time; readers never wait."""
         path = self.root / ".writer.lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+        try:
+            fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+        except OSError as exc:
+            raise StoreError(f"cannot write to the archive {self.root}: {exc.strerror}",
+                             hint="check the data dir's permissions, or choose another "
+                             "with --data-dir") from None
         deadline = time.monotonic() + wait_seconds
         try:
             while True:
@@ -160,16 +165,6 @@ class Archive:
         from .writer import ArchiveWriter
 
         return ArchiveWriter(self)
-
-    def commit(self, rows: pa.Table) -> CommitResult:
-        """Store the rows (of SCHEMA) that are not already archived; return the counts."""
-        with self.writer() as writer:
-            return writer.commit(rows)
-
-    def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Normalise raw Event texts (RAW_SCHEMA) and store the good ones; see ArchiveWriter."""
-        with self.writer() as writer:
-            return writer.commit_raw(raw)
 
     def partition_files(self, cluster: str, date: str) -> list[Path]:
         return sorted((self.segments_dir / _cluster_dir(cluster) / f"date={date}").glob("*.parquet"))
@@ -258,9 +253,15 @@ class Archive:
         con = connection(ordered=True)
         files = [str(p) for p in self.segment_files()]
         if files:
-            con.execute("CREATE VIEW events AS SELECT * FROM read_parquet("
-                        + "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-                        + ", union_by_name = true)")
+            try:
+                con.execute("CREATE VIEW events AS SELECT * FROM read_parquet("
+                            + "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                            + "], union_by_name = true)")
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot read the archive {self.root}: "
+                                 f"{str(exc).splitlines()[0]}",
+                                 hint="a segment may be damaged: move it out of segments/ "
+                                 "and ingest its input again") from None
         else:
             con.register("_empty_events", SCHEMA.empty_table())
             con.execute("CREATE VIEW events AS SELECT * FROM _empty_events")

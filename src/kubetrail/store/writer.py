@@ -11,12 +11,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events.normalize import normalize_with
 from ..events.row import SCHEMA
 from .archive import Archive, CommitResult, connection
 
@@ -31,8 +29,8 @@ def _date(day: int) -> str:
 class ArchiveWriter:
     """Commits batches to one archive; use as a context manager.
 
-    >>> with archive.writer() as w:            # doctest: +SKIP
-    ...     result, problems = w.commit_raw(raw_table)
+    >>> with archive.writer_lock(), archive.writer() as w:   # doctest: +SKIP
+    ...     result = w.commit_rows(normalised_rows)
     """
 
     def __init__(self, archive: Archive) -> None:
@@ -50,23 +48,6 @@ class ArchiveWriter:
 
     def close(self) -> None:
         self._con.close()
-
-    def commit(self, rows: pa.Table) -> CommitResult:
-        """Store the rows (of SCHEMA) that are not already archived."""
-        if rows.num_rows == 0:
-            return CommitResult(0, 0)
-        self._con.register("rows_in", rows)
-        dated = self._con.sql("SELECT *, (epoch_us(\"time\") // 86400000000)::INTEGER AS day "
-                              "FROM rows_in").to_arrow_table()
-        self._con.unregister("rows_in")
-        return self.commit_rows(dated)
-
-    def commit_raw(self, raw: pa.Table) -> tuple[CommitResult, list[dict[str, Any]]]:
-        """Normalise raw Event texts (RAW_SCHEMA) and store the good ones.
-
-        Returns the counts and the rows that are not usable events (with `problem`)."""
-        rows, problems = normalize_with(self._con, raw)
-        return self.commit_rows(rows), problems
 
     def _load_keys(self, parts: list[tuple[str, str]]) -> None:
         files = [str(p) for part in parts if part not in self._loaded
