@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import duckdb
 import typer
 from rich.table import Table
 
@@ -23,6 +24,12 @@ _Limit = Annotated[int, typer.Option("--limit", "-l", help="At most this many ro
 def _check_output(output: str) -> None:
     if output not in OUTPUTS:
         raise QueryError(f"unknown output {output!r}", hint="use table, json or csv")
+
+
+def _connect(ctx: typer.Context, output: str) -> duckdb.DuckDBPyConnection:
+    """Check the output format before any work, then open the archive for reading."""
+    _check_output(output)
+    return app_context(ctx).archive().connect()
 
 
 def _bar(value: int, peak: int, width: int = 40) -> str:
@@ -76,8 +83,7 @@ def register(app: typer.Typer) -> None:
         limit: _Limit = 20,
     ) -> None:
         """What a user or service account touched, when, from where, and how often denied."""
-        _check_output(output)
-        con = app_context(ctx).archive().connect()
+        con = _connect(ctx, output)
         p = answers.who(con, user, flt, limit=limit)
         if output != "table":
             render_rows([p.to_dict()] if output == "json" else p.touched, output)
@@ -110,8 +116,7 @@ def register(app: typer.Typer) -> None:
         output: _Output = "table",
     ) -> None:
         """Every request that touched one object, in order, with who did it and what changed."""
-        _check_output(output)
-        con = app_context(ctx).archive().connect()
+        con = _connect(ctx, output)
         entries = answers.object_history(con, target, namespace, cluster=cluster,
                                          include_reads=not writes_only)
         if output != "table":
@@ -142,8 +147,7 @@ def register(app: typer.Typer) -> None:
         output: _Output = "table",
     ) -> None:
         """Requests over time as a chart in the terminal, with denied and failed counts."""
-        _check_output(output)
-        con = app_context(ctx).archive().connect()
+        con = _connect(ctx, output)
         rows = answers.timeline(con, flt, bucket)
         if output != "table":
             render_rows(rows, output)
@@ -172,8 +176,7 @@ def register(app: typer.Typer) -> None:
         limit: _Limit = 10,
     ) -> None:
         """The loudest users, resources, verbs, namespaces, IPs, agents, or denied requests."""
-        _check_output(output)
-        con = app_context(ctx).archive().connect()
+        con = _connect(ctx, output)
         rows = answers.top(con, dimension, flt, limit=limit)
         render_rows(rows, output, title=f"top {dimension}")
 
