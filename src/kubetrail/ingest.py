@@ -112,6 +112,7 @@ class _Pipeline:
         self.file_reports: dict[str, FileReport] = {}
         self.events = 0
         self.bytes_done = 0
+        self._next_progress = 0
         # Two stages after reading, each on its own thread so they overlap: DuckDB parses
         # batch N+1 while batch N is deduplicated and written.
         self._normalizer = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-normalize")
@@ -244,8 +245,9 @@ class _Pipeline:
                             self.pending[key] = Checkpoint(inp.label, last.offset, size,
                                                            line=last.end_line)
                         self.flush()
-                        if self.progress:
-                            self.progress(self.events, self.bytes_done + last.offset - start)
+                    if self.progress and self.events >= self._next_progress:
+                        self._next_progress = self.events + 10_000  # a few updates a second
+                        self.progress(self.events, self.bytes_done + last.offset - start)
                     last = pos
                 if isinstance(entry, FastLines):
                     n = len(entry.texts)
