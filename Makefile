@@ -21,8 +21,8 @@ install: $(STAMP)
 # A day of a small cluster with attacks, ingested, then the first answers.
 demo: install
 	@rm -rf $(DEMO)
-	@echo "== simulating a day of a 5-node cluster, with four attacks =="
-	@$(KT) simulate --duration 24h --seed 7 --out $(DEMO)/audit.log \
+	@echo "== simulating a day of a 3-node cluster, with four attacks =="
+	@$(KT) simulate --duration 24h --nodes 3 --seed 7 --out $(DEMO)/audit.log \
 		--scenario exec-shell --scenario secrets-dump --scenario bind-cluster-admin \
 		--scenario brute-force
 	@echo; echo "== ingesting it into $(DEMO)/archive =="

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
             "--duration", "-d", help="Simulated time span, e.g. 24h.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Same seed, same log.")] = 0,
         clusters: Annotated[int, typer.Option("--clusters", help="Number of clusters.")] = 1,
+        nodes: Annotated[int, typer.Option(
+            "--nodes", help="Nodes per cluster (10 or more: three control-plane nodes).")] = 5,
         scenario: Annotated[list[str] | None, typer.Option(
             "--scenario", "-s", help="Attack scenario to inject (repeatable); "
             "`--scenario list` shows them.")] = None,
@@ -55,13 +57,15 @@ def register(app: typer.Typer) -> None:
             raise QueryError(f"--events must be at least 1, got {events}")
         if clusters < 1:
             raise QueryError(f"--clusters must be at least 1, got {clusters}")
+        if nodes < 1:
+            raise QueryError(f"--nodes must be at least 1, got {nodes}")
         unknown = [s for s in scenario or () if s not in SCENARIOS]
         if unknown:
             raise QueryError(f"unknown scenario(s): {', '.join(unknown)}",
                              hint="known: " + ", ".join(SCENARIOS))
         summary = write_simulation(
             out, events=events, duration=_duration(duration) if duration else None,
-            seed=seed, clusters=clusters, scenarios=tuple(scenario or ()), fmt=fmt)
+            seed=seed, clusters=clusters, scenarios=tuple(scenario or ()), fmt=fmt, nodes=nodes)
         for f in summary.files:
             err_console.print(f"wrote {f}")
         per = ", ".join(f"{c}: {n:,}" for c, n in summary.per_cluster.items())
