@@ -242,16 +242,17 @@ class _Pipeline:
             for entry in iter_items(stream, inp.label, decoder, start, start_line):
                 pos = Position(entry.end_line, entry.offset, entry.end_line) \
                     if isinstance(entry, FastLines) else entry[0]
-                if pos.offset != last.offset:
-                    if len(self.raw) >= self.batch_events:
-                        if key and last.resumable:  # all before `last` is in this batch
-                            self.pending[key] = Checkpoint(inp.label, last.offset, size,
-                                                           line=last.end_line)
-                        self.flush()
-                    if self.progress and self.events >= self._next_progress:
-                        self._next_progress = self.events + 10_000  # a few updates a second
-                        self.progress(self.events, self.bytes_done + last.offset - start)
-                    last = pos
+                if len(self.raw) >= self.batch_events:
+                    # A checkpoint only where a record ends (the offset moved on) and reading
+                    # can restart; inside a document or a line, the batch goes without one.
+                    if key and last.resumable and pos.offset != last.offset:
+                        self.pending[key] = Checkpoint(inp.label, last.offset, size,
+                                                       line=last.end_line)
+                    self.flush()
+                if self.progress and self.events >= self._next_progress:
+                    self._next_progress = self.events + 10_000  # a few updates a second
+                    self.progress(self.events, self.bytes_done + last.offset - start)
+                last = pos
                 if isinstance(entry, FastLines):
                     n = len(entry.texts)
                     self.raw.add_fast(entry, cluster, inp.label)

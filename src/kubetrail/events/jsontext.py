@@ -27,6 +27,7 @@ def iter_values(text: str, base_line: int) -> Iterator[tuple[Any, int, int]]:
     """(value, line, end offset in characters) for JSON values written back to back."""
     decoder = json.JSONDecoder(strict=False)
     pos, n = 0, len(text)
+    line, counted = base_line + 1, 0  # the line of `counted`; counting moves forward only
     while True:
         while pos < n and text[pos] in _WS:
             pos += 1
@@ -41,11 +42,13 @@ def iter_values(text: str, base_line: int) -> Iterator[tuple[Any, int, int]]:
                 for i, element in enumerate(array, 1):
                     yield element, i, n
                 return
+        line += text.count("\n", counted, pos)
+        counted = pos
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise BadJSON(exc.msg, base_line + text.count("\n", 0, pos) + 1, pos) from None
-        yield value, base_line + text.count("\n", 0, pos) + 1, end
+            raise BadJSON(exc.msg, line, pos) from None
+        yield value, line, end
         pos = end
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from ..errors import InputError, LegacyFormatError
 from .compression import decompress
 from .decode import Decoder, Item, Rejected, excerpt, native_event
+from .jsonstream import StreamError, iter_stream_values
 from .jsontext import BadJSON, iter_values, to_text
 
 __all__ = ["FastLines", "Position", "iter_bytes", "iter_items", "json_error"]
@@ -120,8 +121,7 @@ def iter_items(
             consumed += more
             second = more.strip()
         if not (second[:1] == b"{" and _is_complete_json(second)):
-            yield from _document_items(consumed + stream.read(), name, dec, offset - len(raw),
-                                       base_line=line_no - 1)
+            yield from _document(consumed, stream, name, dec, offset - len(raw), line_no - 1)
             return
         yield from _line_items(line, Position(line_no, offset, line_no), dec)
         line_no += consumed.count(b"\n", len(raw))
@@ -261,6 +261,44 @@ def _line_items(line: bytes, pos: Position, dec: Decoder) -> Iterator[tuple[Posi
         return
     for item in dec.classify(value):
         yield pos, item
+
+
+_WHOLE_DOCUMENT = 32 << 20  # documents up to this size are parsed at once, bigger ones streamed
+_STREAM_CHUNK = 1 << 20
+
+
+def _document(
+    head: bytes, stream: IO[bytes], name: str, dec: Decoder, offset: int, base_line: int
+) -> Iterator[tuple[Position, Item]]:
+    """A document that is not JSON Lines: parsed whole when small, streamed when big."""
+    data = head + stream.read(_WHOLE_DOCUMENT)
+    more = stream.read(1)
+    if not more:
+        yield from _document_items(data, name, dec, offset, base_line)
+        return
+
+    def chunks() -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        first = data + more
+        yield decoder.decode(first[3:] if first[:3] == codecs.BOM_UTF8 else first)
+        while block := stream.read(_STREAM_CHUNK):
+            yield decoder.decode(block)
+        yield decoder.decode(b"", final=True)
+
+    # Positions stay at the document's start: a document is never resumed in the middle.
+    line = base_line
+    try:
+        for value, line in iter_stream_values(chunks(), base_line):
+            for item in dec.classify(value):
+                yield Position(line, offset, base_line, resumable=False), item
+    except UnicodeDecodeError as exc:
+        yield Position(line, offset, base_line, resumable=False), Rejected(
+            f"not UTF-8 text after line {line} ({exc.reason}); the rest of the document "
+            "cannot be read")
+    except StreamError as exc:
+        yield Position(exc.line, offset, base_line, resumable=False), Rejected(
+            f"invalid JSON document at line {exc.line}: {exc.msg}; the rest of the document "
+            "cannot be read")
 
 
 def _document_items(
