@@ -10,7 +10,11 @@ import pytest
 
 from conftest import T0, bulk_events, run_cli
 from kubetrail import Archive, StoreError, ingest, object_history
+from kubetrail.events.decode import Decoded, Decoder
+from kubetrail.events.normalize import RawBatch, normalize_with
+from kubetrail.events.reader import iter_bytes
 from kubetrail.simulate import write_simulation
+from kubetrail.store.archive import connection
 
 
 def _count(archive: Archive) -> tuple[int, int]:
@@ -123,3 +127,26 @@ def test_a_damaged_segment_is_reported_clearly(tmp_path: Path) -> None:
         code, _, err = run_cli("--data-dir", data, *args)
         assert code == 1 and "Traceback" not in err, err
         assert "cannot read the archive" in err
+
+
+def test_a_hash_collision_never_drops_an_event(tmp_path: Path) -> None:
+    """Dedupe decides on a 64-bit hash first; a seen hash is confirmed on the whole key."""
+    log = "".join(json.dumps(e) + "\n" for e in bulk_events(3)).encode()
+    batch = RawBatch()
+    for pos, item in iter_bytes(log, "mem", Decoder(cluster="c")):
+        assert isinstance(item, Decoded)
+        batch.add(item, pos.line, "c", "mem")
+    rows, problems = normalize_with(connection(ordered=True), batch.take())
+    assert not problems
+    archive = Archive(tmp_path / "data")
+    key = rows.select(["cluster", "audit_id", "stage"]).to_pylist()[0]
+    with archive.writer_lock(), archive.writer() as writer:
+        # Another key with (as if by collision) the same hash as the first event's key.
+        writer._con.execute(
+            "INSERT INTO seen_keys SELECT hash($c, $id, $st), $c, 'another-id', $st",
+            {"c": key["cluster"], "id": key["audit_id"], "st": key["stage"]})
+        assert writer._con.sql("SELECT count(*) FROM seen_keys WHERE h = hash($c, $id, $st)",
+                               params={"c": key["cluster"], "id": key["audit_id"],
+                                       "st": key["stage"]}).fetchall() == [(1,)]
+        result = writer.commit_rows(rows)
+    assert result.stored == 3 and result.duplicates == 0

@@ -36,8 +36,10 @@ class ArchiveWriter:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self._con = connection(ordered=True)
+        # h = hash of the key: the common case (a new key) is decided on it alone; a hash
+        # that was seen is confirmed on the full key, so a collision can never drop an event.
         self._con.execute("CREATE TEMP TABLE seen_keys "
-                          "(cluster VARCHAR, audit_id VARCHAR, stage VARCHAR)")
+                          "(h UBIGINT, cluster VARCHAR, audit_id VARCHAR, stage VARCHAR)")
         self._loaded: set[tuple[str, str]] = set()
 
     def __enter__(self) -> ArchiveWriter:
@@ -53,8 +55,9 @@ class ArchiveWriter:
         files = [str(p) for part in parts if part not in self._loaded
                  for p in self.archive.partition_files(*part)]
         if files:
-            self._con.execute("INSERT INTO seen_keys SELECT cluster, audit_id, stage "
-                              "FROM read_parquet($files)", {"files": files})
+            self._con.execute("INSERT INTO seen_keys SELECT hash(cluster, audit_id, stage), "
+                              "cluster, audit_id, stage FROM read_parquet($files)",
+                              {"files": files})
         self._loaded.update(parts)
 
     def commit_rows(self, rows: pa.Table) -> CommitResult:
@@ -73,13 +76,21 @@ class ArchiveWriter:
         # Keys only: which rows are new (the first copy of each key not already archived).
         con.execute(
             """
-            CREATE OR REPLACE TEMP TABLE fresh AS
-            SELECT n.rid, p.part, n.cluster, n.audit_id, n.stage FROM batch n
-            JOIN part_ids p ON p.cluster = n.cluster AND p.day = n.day
-            ANTI JOIN seen_keys e
-                ON e.cluster = n.cluster AND e.audit_id = n.audit_id AND e.stage = n.stage
+            CREATE OR REPLACE TEMP TABLE firsts AS
+            SELECT n.rid, p.part, n.cluster, n.audit_id, n.stage,
+                   hash(n.cluster, n.audit_id, n.stage) AS h
+            FROM batch n JOIN part_ids p ON p.cluster = n.cluster AND p.day = n.day
             QUALIFY row_number() OVER (PARTITION BY n.cluster, n.audit_id, n.stage
                                        ORDER BY n.rid) = 1
+            """)
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE fresh AS
+            WITH hits AS (SELECT * FROM firsts f SEMI JOIN seen_keys s ON s.h = f.h)
+            SELECT * FROM firsts WHERE rid NOT IN (
+                SELECT k.rid FROM hits k JOIN seen_keys e
+                ON e.h = k.h AND e.cluster = k.cluster AND e.audit_id = k.audit_id
+                   AND e.stage = k.stage)
             """)
         seen = dict(con.execute("SELECT cluster, count(*) FROM batch GROUP BY 1").fetchall())
         new = dict(con.execute("SELECT cluster, count(*) FROM fresh GROUP BY 1").fetchall())
@@ -101,7 +112,7 @@ class ArchiveWriter:
                 written.append(self.archive.write_segment(part, *parts[part_id]))
                 start += count
             # Only once the segments are sealed do their keys count as archived.
-            con.execute("INSERT INTO seen_keys SELECT cluster, audit_id, stage FROM fresh")
+            con.execute("INSERT INTO seen_keys SELECT h, cluster, audit_id, stage FROM fresh")
         con.unregister("batch")
         con.unregister("part_ids")
         total = sum(seen.values())
