@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT / "src"))
 
-from kubetrail import Archive, EventFilter, ingest, query_events  # noqa: E402
+from kubetrail import Archive, EventFilter, query_events  # noqa: E402
 from kubetrail.simulate import write_simulation  # noqa: E402
 
 
@@ -132,13 +132,18 @@ def main() -> None:
         t_duck = duckdb_baseline(path, work)
         t_jq = jq_baseline(path)
         archive = Archive(work / "archive")
-        t_kt, report = timed(ingest, archive, [str(path)], cluster="bench")
-        stored = report.totals().stored
+        # As a user runs it, and like jq: a fresh process (interpreter start-up included).
+        t_kt, _ = timed(subprocess.run, [sys.executable, "-m", "kubetrail", "--data-dir",
+                                          str(archive.root), "--no-progress", "ingest",
+                                          str(path), "--cluster", "bench"],
+                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stored = archive.connect().sql("SELECT count(*) FROM events").fetchall()[0][0]
         disk = archive.bytes_on_disk()
         rate = args.events / t_kt
         lines += ["| ingest of the same file | seconds | events/s | kubetrail ÷ it |",
                   "|---|---:|---:|---:|",
-                  f"| kubetrail ingest (decode, normalise, dedupe, Parquet) | {t_kt:.2f} | "
+                  f"| `kubetrail ingest` (decode, normalise, dedupe, Parquet) | {t_kt:.2f} | "
                   f"{rate:,.0f} | 1.00 |",
                   f"| DuckDB `read_json` → Parquet | {t_duck:.2f} | {args.events / t_duck:,.0f} | "
                   f"{t_duck / t_kt:.2f}× |"]
