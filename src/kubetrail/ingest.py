@@ -30,7 +30,7 @@ from .events.reader import FastLines, Position, iter_items, json_error
 from .sources.files import InputFile, expand_paths
 from .store.archive import Archive, CommitResult, connection
 from .store.checkpoint import Checkpoint, CheckpointStore
-from .store.writer import ArchiveWriter
+from .store.writer import ArchiveWriter, Plan
 
 __all__ = ["ClusterCounts", "FileReport", "IngestReport", "ingest"]
 
@@ -113,9 +113,10 @@ class _Pipeline:
         self.events = 0
         self.bytes_done = 0
         self._next_progress = 0
-        # Two stages after reading, each on its own thread so they overlap: DuckDB parses
-        # batch N+1 while batch N is deduplicated and written.
+        # Three stages after reading, each on its own thread so that they overlap: DuckDB
+        # parses batch N+2 while batch N+1 is deduplicated and batch N written.
         self._normalizer = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-normalize")
+        self._planner = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-dedupe")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="kubetrail-write")
         self._inflight: deque[Future[tuple[CommitResult, list[dict[str, Any]]]]] = deque()
         self._norm_con: duckdb.DuckDBPyConnection | None = None
@@ -129,15 +130,17 @@ class _Pipeline:
         return c
 
     def flush(self, *, wait: bool = False) -> None:
-        """Hand the batch to the normalise and write stages; reading goes on meanwhile.
+        """Hand the batch to the normalise, dedupe and write stages; reading goes on.
 
-        At most two batches are in flight, results are applied in order, and the writer
-        saves checkpoints only after their rows are durable, so a crash loses nothing."""
+        At most three batches are in flight (one per stage), results are applied in order,
+        and the writer saves checkpoints only after their rows are durable, so a crash loses
+        nothing."""
         raw, quarantine, pending = self.raw.take(), self.quarantine, self.pending
         self.raw, self.quarantine, self.pending = RawBatch(), [], {}
         normalized = self._normalizer.submit(self._normalize, raw)
-        self._inflight.append(self._writer.submit(self._commit, normalized, quarantine, pending))
-        while len(self._inflight) > (0 if wait else 1):
+        planned = self._planner.submit(self._plan, normalized)
+        self._inflight.append(self._writer.submit(self._commit, planned, quarantine, pending))
+        while len(self._inflight) > (0 if wait else 2):
             self._apply(self._inflight.popleft())
 
     def _apply(self, future: Future[tuple[CommitResult, list[dict[str, Any]]]]) -> None:
@@ -163,41 +166,58 @@ class _Pipeline:
             self._norm_con.execute("SET threads = 1")
         return normalize_with(self._norm_con, raw)
 
-    def _commit(self, normalized: Future[tuple[pa.Table | None, list[dict[str, Any]]]],
+    def _plan(self, normalized: Future[tuple[pa.Table | None, list[dict[str, Any]]]]
+              ) -> tuple[Plan | None, list[dict[str, Any]]]:
+        """Dedupe stage (its own thread: the archive writer's DuckDB connection lives here)."""
+        rows, problems = normalized.result()
+        if self._failed is not None or rows is None:
+            return None, problems
+        if self._archive_writer is None:
+            self._archive_writer = self.archive.writer()
+        try:
+            return self._archive_writer.plan(rows), problems
+        except Exception as exc:
+            self._fail(exc)
+            raise
+
+    def _commit(self, planned: Future[tuple[Plan | None, list[dict[str, Any]]]],
                 quarantine: list[dict[str, Any]], pending: dict[str, Checkpoint]
                 ) -> tuple[CommitResult, list[dict[str, Any]]]:
         """Write stage: segments, then quarantine, then checkpoints.
 
         Once a batch fails, every later batch fails too without saving its checkpoints: a
         checkpoint past a batch that was not stored would lose that batch for good."""
-        if self._failed is not None:
-            raise StoreError(f"not written: an earlier batch failed ({self._failed})")
         try:
-            return self._store(normalized.result(), quarantine, pending)
+            plan, problems = planned.result()
+            if self._failed is not None:
+                raise StoreError(f"not written: an earlier batch failed ({self._failed})")
+            writer = self._archive_writer  # made by the dedupe stage with the first plan
+            result = writer.seal(plan) if plan is not None and writer else CommitResult(0, 0)
+            rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
+                                           json_error(row["event"])
+                                           if row["problem"] == "invalid JSON" else row["problem"],
+                                           excerpt(row["event"]))
+                        for row in problems]
+            self.archive.quarantine(quarantine + rejected)
+            for key, cp in pending.items():
+                self.checkpoints.save(key, cp)
+            return result, rejected
+        except KubetrailError:
+            self._fail_quietly()
+            raise
         except Exception as exc:
-            self._failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if isinstance(exc, KubetrailError):
-                raise
-            raise StoreError(f"cannot write to the archive {self.archive.root}: {self._failed}",
-                             hint="free some space or fix the permissions, then run the same "
-                             "ingest again: it resumes where the archive stopped") from exc
+            raise self._fail(exc) from exc
 
-    def _store(self, normalized: tuple[pa.Table | None, list[dict[str, Any]]],
-               quarantine: list[dict[str, Any]], pending: dict[str, Checkpoint]
-               ) -> tuple[CommitResult, list[dict[str, Any]]]:
-        rows, problems = normalized
-        if self._archive_writer is None:  # created here: DuckDB objects stay in one thread
-            self._archive_writer = self.archive.writer()
-        result = self._archive_writer.commit_rows(rows) if rows is not None \
-            else CommitResult(0, 0)
-        rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
-                                       json_error(row["event"]) if row["problem"] == "invalid JSON"
-                                       else row["problem"], excerpt(row["event"]))
-                    for row in problems]
-        self.archive.quarantine(quarantine + rejected)
-        for key, cp in pending.items():
-            self.checkpoints.save(key, cp)
-        return result, rejected
+    def _fail(self, exc: BaseException) -> StoreError:
+        """Poison the pipeline; the error to show for `exc`."""
+        self._failed = self._failed or (str(exc).splitlines()[0] if str(exc)
+                                        else type(exc).__name__)
+        return StoreError(f"cannot write to the archive {self.archive.root}: {self._failed}",
+                          hint="free some space or fix the permissions, then run the same "
+                          "ingest again: it resumes where the archive stopped")
+
+    def _fail_quietly(self) -> None:
+        self._failed = self._failed or "an earlier batch failed"
 
     def close(self) -> None:
         while self._inflight:  # after an error: let what was started finish
@@ -206,9 +226,9 @@ class _Pipeline:
         if self._norm_con is not None:
             self._normalizer.submit(self._norm_con.close).result()
         if self._archive_writer is not None:
-            self._writer.submit(self._archive_writer.close).result()
-        self._normalizer.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
+            self._planner.submit(self._archive_writer.close).result()
+        for stage in (self._normalizer, self._planner, self._writer):
+            stage.shutdown(wait=True)
 
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:
         report = self.file_reports[inp.label] = FileReport(inp.label)

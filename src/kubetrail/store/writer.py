@@ -8,8 +8,9 @@ commit. Deduplication therefore costs one scan of a partition per run, not one p
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
@@ -18,12 +19,20 @@ import pyarrow.compute as pc
 from ..events.row import SCHEMA
 from .archive import Archive, CommitResult, connection
 
-__all__ = ["ArchiveWriter"]
+__all__ = ["ArchiveWriter", "Plan"]
 
 
 def _date(day: int) -> str:
     """The partition name of a day number (days since 1970-01-01, UTC)."""
     return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one batch adds: its new rows cut into segments, and the counts."""
+
+    segments: list[tuple[pa.Table, str, str]]  # (rows, cluster, date)
+    result: CommitResult
 
 
 class ArchiveWriter:
@@ -62,12 +71,21 @@ class ArchiveWriter:
 
     def commit_rows(self, rows: pa.Table) -> CommitResult:
         """Write the new rows of normalised `rows` (SCHEMA plus `day`) as sealed segments."""
+        return self.seal(self.plan(rows))
+
+    def plan(self, rows: pa.Table) -> Plan:
+        """Decide which rows are new, and count them as archived from now on.
+
+        The keys are taken at once so that the next batch can be planned while this one is
+        sealed; if sealing then fails, this writer must not be used again (a fresh one
+        reloads the keys from the segments that really exist)."""
         con = self._con
         rows = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
         con.register("batch", rows)
         found = con.execute("SELECT DISTINCT cluster, day FROM batch ORDER BY ALL").fetchall()
         if not found:
-            return CommitResult(0, 0)
+            con.unregister("batch")
+            return Plan([], CommitResult(0, 0))
         parts = [(cluster, _date(day)) for cluster, day in found]
         self._load_keys(parts)
         con.register("part_ids", pa.table({
@@ -94,9 +112,8 @@ class ArchiveWriter:
             """)
         seen = dict(con.execute("SELECT cluster, count(*) FROM batch GROUP BY 1").fetchall())
         new = dict(con.execute("SELECT cluster, count(*) FROM fresh GROUP BY 1").fetchall())
-        stored = sum(new.values())
-        written: list[Path] = []
-        if stored:
+        segments: list[tuple[pa.Table, str, str]] = []
+        if new:
             # Input order is kept: a batch is one row group, so sorting buys no pruning.
             order = con.sql("SELECT rid, part FROM fresh ORDER BY part, rid").to_arrow_table()
             rids = order.column("rid")
@@ -109,12 +126,16 @@ class ArchiveWriter:
                 contiguous = pc.all(pc.equal(
                     idx, pa.array(range(first, first + count), pa.int64()))).as_py()
                 part = data.slice(first, count) if contiguous else data.take(idx)
-                written.append(self.archive.write_segment(part, *parts[part_id]))
+                segments.append((part, *parts[part_id]))
                 start += count
-            # Only once the segments are sealed do their keys count as archived.
             con.execute("INSERT INTO seen_keys SELECT h, cluster, audit_id, stage FROM fresh")
         con.unregister("batch")
         con.unregister("part_ids")
-        total = sum(seen.values())
+        stored = sum(new.values())
         per = tuple((c, new.get(c, 0), n - new.get(c, 0)) for c, n in sorted(seen.items()))
-        return CommitResult(stored, total - stored, tuple(written), per)
+        return Plan(segments, CommitResult(stored, sum(seen.values()) - stored, (), per))
+
+    def seal(self, plan: Plan) -> CommitResult:
+        """Write the planned segments (no DuckDB: may run on another thread than `plan`)."""
+        written = tuple(self.archive.write_segment(*segment) for segment in plan.segments)
+        return dataclasses.replace(plan.result, segments=written)
