@@ -121,7 +121,7 @@ class _Pipeline:
         self._inflight: deque[Future[tuple[CommitResult, list[dict[str, Any]]]]] = deque()
         self._norm_con: duckdb.DuckDBPyConnection | None = None
         self._archive_writer: ArchiveWriter | None = None
-        self._failed: str | None = None  # set by the write stage when a commit fails
+        self._failed: str | None = None  # set by the dedupe or write stage when a batch fails
 
     def counts(self, cluster: str) -> ClusterCounts:
         c = self.report.clusters.get(cluster)
@@ -132,9 +132,9 @@ class _Pipeline:
     def flush(self, *, wait: bool = False) -> None:
         """Hand the batch to the normalise, dedupe and write stages; reading goes on.
 
-        At most three batches are in flight (one per stage), results are applied in order,
-        and the writer saves checkpoints only after their rows are durable, so a crash loses
-        nothing."""
+        At most two batches are in the stages while the next one is read, results are
+        applied in order, and the writer saves checkpoints only after their rows are
+        durable, so a crash loses nothing."""
         raw, quarantine, pending = self.raw.take(), self.quarantine, self.pending
         self.raw, self.quarantine, self.pending = RawBatch(), [], {}
         normalized = self._normalizer.submit(self._normalize, raw)
