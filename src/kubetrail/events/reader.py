@@ -131,29 +131,34 @@ def iter_items(
     fast = bool(dec.shapes) and dec.shapes[0].family == "native"
     carry = b""
     while True:
-        data = stream.read(_CHUNK)
-        if data:
-            data = carry + data
-            cut = data.rfind(b"\n")
+        # Read into a fresh buffer behind the carried-over partial line, and hand Arrow a
+        # view of it: the megabytes of a block are never copied in Python.
+        buf = bytearray(len(carry) + _CHUNK)
+        buf[: len(carry)] = carry
+        got = stream.readinto(memoryview(buf)[len(carry):])  # type: ignore[attr-defined]
+        end = len(carry) + (got or 0)
+        if got:
+            cut = buf.rfind(b"\n", 0, end)
             if cut < 0:
-                carry = data
+                carry = bytes(buf[:end])
                 continue
-            block, carry = data[: cut + 1], data[cut + 1:]
+            block = memoryview(buf)[: cut + 1]
+            carry = bytes(buf[cut + 1:end])
         elif carry:
-            block, carry = carry, b""
+            block, carry = memoryview(carry), b""
         else:
             return
-        lines = pc.list_flatten(pc.split_pattern(pa.array([block], pa.binary()), b"\n"))
-        if block.endswith(b"\n"):
+        lines = pc.list_flatten(pc.split_pattern(_binary(block), b"\n"))
+        if block[-1] == 0x0A:  # ends with a newline
             offset += len(block)
             lines = lines.slice(0, len(lines) - 1)
-            yield from _block_items(lines, b"\r" in block, line_no, offset, line_no + len(lines),
-                                    dec, fast)
+            yield from _block_items(lines, buf.find(b"\r", 0, len(block)) >= 0, line_no, offset,
+                                    line_no + len(lines), dec, fast)
         else:
             # A last line with no newline may still be being written: it is read now if it
             # is complete JSON, but its position stays before it, so that a later run reads
             # it again; an incomplete one is left for that later run, not quarantined.
-            line = block.strip()
+            line = bytes(block).strip()
             if line:
                 if _is_complete_json(line) or line[:1] not in (b"{", b"["):
                     yield from _line_items(line, Position(line_no + 1, offset, line_no), dec)
@@ -164,6 +169,12 @@ def iter_items(
                         "off there)", excerpt(line.decode("utf-8", "replace")), pending=True)
             offset += len(block)
         line_no += len(lines)
+
+
+def _binary(block: memoryview) -> pa.Array:
+    """A one-element binary array over `block`, without copying it."""
+    offsets = pa.array([0, len(block)], pa.int32()).buffers()[1]
+    return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, pa.py_buffer(block)])
 
 
 def _block_items(
