@@ -20,10 +20,21 @@ __all__ = ["decompress", "is_compressed", "open_stream", "stream_error"]
 _GZIP, _BZ2, _ZSTD, _B64GZ = b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd", b"H4sI"
 
 
+def _compression_of(head: bytes) -> str | None:
+    """"gzip", "bzip2" or "zstd" when the first bytes carry that magic, else None."""
+    if head[:2] == _GZIP:
+        return "gzip"
+    if head[:3] == _BZ2:
+        return "bzip2"
+    if head[:4] == _ZSTD:
+        return "zstd"
+    return None
+
+
 def is_compressed(head: bytes) -> bool:
     """Whether the first bytes of a file name a compression we undo (offsets then count
     decompressed bytes, so a compressed file cannot be resumed by seeking)."""
-    return head[:2] == _GZIP or head[:3] == _BZ2 or head[:4] == _ZSTD
+    return _compression_of(head) is not None
 
 
 def decompress(data: bytes) -> bytes:
@@ -32,15 +43,15 @@ def decompress(data: bytes) -> bytes:
     Raises InputError when the data claims a compression (by its magic bytes) but is
     corrupt or cut off."""
     for _ in range(4):
-        head = data[:4]
+        kind = _compression_of(data[:4])
         try:
-            if head[:2] == _GZIP:
+            if kind == "gzip":
                 data = gzip.decompress(data)
-            elif head[:3] == _BZ2:
+            elif kind == "bzip2":
                 data = bz2.decompress(data)
-            elif head == _ZSTD:
+            elif kind == "zstd":
                 data = _zstd_decompress(data)
-            elif head == _B64GZ:
+            elif data[:4] == _B64GZ:
                 decoded = base64.b64decode(data.strip(), validate=False)
                 if decoded[:2] != _GZIP:
                     return data
@@ -48,8 +59,7 @@ def decompress(data: bytes) -> bytes:
             else:
                 return data
         except (EOFError, OSError, ValueError, zlib.error) as exc:
-            kind = {_GZIP: "gzip", _BZ2[:2]: "bzip2"}.get(head[:2], "compressed")
-            raise InputError(f"corrupt or cut-off {kind} data: {exc}",
+            raise InputError(f"corrupt or cut-off {kind or 'base64-gzip'} data: {exc}",
                              hint="check that the file was copied completely") from None
     return data
 
@@ -132,12 +142,10 @@ class _ZstdStream(io.RawIOBase):
 def open_stream(raw: IO[bytes], name: str) -> IO[bytes]:
     """Wrap a binary stream so that reading it yields decompressed bytes."""
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
-    head = buffered.peek(4)[:4]
-    if head[:2] == _GZIP:
-        return io.BufferedReader(_Decompressing(buffered, "gzip"), 1 << 20)
-    if head[:3] == _BZ2:
-        return io.BufferedReader(_Decompressing(buffered, "bzip2"), 1 << 20)
-    if head == _ZSTD:
+    kind = _compression_of(buffered.peek(4)[:4])
+    if kind in ("gzip", "bzip2"):
+        return io.BufferedReader(_Decompressing(buffered, kind), 1 << 20)
+    if kind == "zstd":
         try:
             return io.BufferedReader(_ZstdStream(buffered))
         except ImportError:
