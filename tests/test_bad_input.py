@@ -42,7 +42,7 @@ from conftest import (
 from kubetrail.cli import main
 from kubetrail.errors import KubetrailError
 from kubetrail.events.decode import Decoded, Decoder, Rejected
-from kubetrail.events.reader import iter_bytes
+from kubetrail.events.reader import _split_lines, iter_bytes
 from kubetrail.store.archive import Archive
 
 GOOD = bulk_events(40)
@@ -519,3 +519,10 @@ def test_render_helpers_are_consistent() -> None:
     assert render(GOOD[:2]).count("\n") == 2
     assert len({e["auditID"] for e in GOOD}) == 40
 
+
+
+@given(st.lists(st.sampled_from([b"\n", b"\r", b"{", b"x", b"\xc3\xa9", b"\xff", b""]), max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_blocks_split_into_lines_exactly_as_bytes_split(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    assert _split_lines(memoryview(data)).to_pylist() == data.split(b"\n")

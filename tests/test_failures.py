@@ -6,6 +6,8 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from conftest import T0, bulk_events, run_cli
@@ -142,11 +144,25 @@ def test_a_hash_collision_never_drops_an_event(tmp_path: Path) -> None:
     key = rows.select(["cluster", "audit_id", "stage"]).to_pylist()[0]
     with archive.writer_lock(), archive.writer() as writer:
         # Another key with (as if by collision) the same hash as the first event's key.
-        writer._con.execute(
-            "INSERT INTO seen_keys SELECT hash($c, $id, $st), $c, 'another-id', $st",
-            {"c": key["cluster"], "id": key["audit_id"], "st": key["stage"]})
-        assert writer._con.sql("SELECT count(*) FROM seen_keys WHERE h = hash($c, $id, $st)",
-                               params={"c": key["cluster"], "id": key["audit_id"],
-                                       "st": key["stage"]}).fetchall() == [(1,)]
+        [(same_hash,)] = writer._con.sql("SELECT hash($c, $id, $st)", params={
+            "c": key["cluster"], "id": key["audit_id"], "st": key["stage"]}).fetchall()
+        writer._remember(pa.table({"cluster": [key["cluster"]], "audit_id": ["another-id"],
+                                   "stage": [key["stage"]],
+                                   "h": pa.array([same_hash], pa.uint64())}))
         result = writer.commit_rows(rows)
     assert result.stored == 3 and result.duplicates == 0
+
+
+def test_keys_that_collide_inside_one_batch_are_decided_on_the_whole_key(tmp_path: Path) -> None:
+    events = bulk_events(3)
+    events.append(dict(events[1]))  # a real duplicate of the second event
+    batch = RawBatch()
+    log = "".join(json.dumps(e) + "\n" for e in events).encode()
+    for pos, item in iter_bytes(log, "mem", Decoder(cluster="c")):
+        assert isinstance(item, Decoded)
+        batch.add(item, pos.line, "c", "mem")
+    rows, _ = normalize_with(connection(ordered=True), batch.take())
+    with Archive(tmp_path / "data").writer() as writer:
+        # Every row given the same hash: three distinct keys and one repeat.
+        fresh = writer._fresh(rows, np.full(4, 42, np.uint64))
+    assert fresh.tolist() == [0, 1, 2]
