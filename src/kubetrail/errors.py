@@ -5,7 +5,8 @@
     ├── InputError        an input cannot be read at all (missing, unreadable, unknown format)
     │   └── LegacyFormatError  the API server's legacy text format
     ├── StoreError        the archive cannot be read or written
-    └── QueryError        a filter or SQL query is invalid
+    ├── QueryError        a filter or SQL query is invalid
+    └── PolicyError       an audit Policy the API server would refuse to load
 
 A record that is not a usable event is never raised: it is quarantined with its reason
 (see :class:`kubetrail.events.decode.Rejected`). Every message says what went wrong and what
@@ -20,6 +21,7 @@ __all__ = [
     "InputError",
     "KubetrailError",
     "LegacyFormatError",
+    "PolicyError",
     "QueryError",
     "StoreError",
 ]
@@ -61,3 +63,24 @@ class StoreError(KubetrailError):
 
 class QueryError(KubetrailError):
     """A query, filter or duration is invalid."""
+
+
+class PolicyError(KubetrailError):
+    """An audit Policy kube-apiserver would refuse: every problem, each with its field path.
+
+    `problems` holds ``(field path, reason)`` pairs such as
+    ``("rules[2].nonResourceURLs[0]", 'Invalid value: "logs": ...')``; the path is ``""``
+    for problems of the file as a whole (not YAML, empty, another apiVersion)."""
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None,
+                 hint: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = [f"{path}: {reason}" if path else reason for path, reason in self.problems]
+        head = f"{source}: " if source else ""
+        if len(lines) == 1:
+            message = f"{head}invalid audit policy: {lines[0]}"
+        else:
+            message = f"{head}invalid audit policy ({len(lines)} problems):" + "".join(
+                f"\n  - {line}" for line in lines)
+        super().__init__(message, hint=hint)

@@ -51,9 +51,9 @@ def _main(
 
 
 def _register() -> None:
-    from . import ingest, query, simulate
+    from . import ingest, policy, query, simulate
 
-    for module in (ingest, query, simulate):
+    for module in (ingest, query, simulate, policy):
         module.register(app)
 
 
