@@ -112,6 +112,24 @@ def peak_memory(path: Path, work: Path) -> tuple[float, float]:
     return int(done.stderr.strip().splitlines()[-1]) / 1024, seconds
 
 
+def policy_simulate_times(path: Path, archive: Archive, work: Path) -> tuple[float, float]:
+    """Seconds of `kubetrail policy simulate` (the recommended policy) over the log file and
+    over the archive, each in a fresh process."""
+    from kubetrail.policy.recommend import recommend_policy
+
+    policy = work / "policy.yaml"
+    policy.write_text(recommend_policy("baseline"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    runs = []
+    for args in ([str(path)], ["--archive"]):
+        seconds, _ = timed(subprocess.run, [sys.executable, "-m", "kubetrail", "--data-dir",
+                                            str(archive.root), "policy", "simulate", str(policy),
+                                            *args, "-o", "json"],
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+        runs.append(seconds)
+    return runs[0], runs[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -162,6 +180,12 @@ def main() -> None:
             q10 = query_time(big)
             lines.append(f"| the same over 10 copies | {stored * 10:,} | {q10:.3f} |")
         lines.append("")
+        t_file, t_arch = policy_simulate_times(path, archive, work)
+        lines += ["| `kubetrail policy simulate` (recommended policy) | seconds | events/s |",
+                  "|---|---:|---:|",
+                  f"| over the log file | {t_file:.2f} | {args.events / t_file:,.0f} |",
+                  f"| over the archive (`--archive`) | {t_arch:.2f} | {stored / t_arch:,.0f} |",
+                  ""]
         if not args.skip_memory:
             events_2gb = int(args.events * args.big_gb * 1e9 / raw_bytes)
             big_path = sim_file(events_2gb, seed=12)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError, PolicyError, QueryError
@@ -173,10 +174,11 @@ def explain_cmd(file: _File, request: _Requests, output: _Output = "table") -> N
         what = (f"{attrs.resource}{'/' + attrs.subresource if attrs.subresource else ''}"
                 if attrs.resource_request else attrs.path)
         ns = f" in {attrs.namespace}" if attrs.namespace else ""
-        console.print(f"[bold]{who} {attrs.verb} {what}{ns}[/bold]")
+        console.print(f"[bold]{escape(f'{who} {attrs.verb} {what}{ns}')}[/bold]")
         for m in result.misses:
             rule = policy.rules[m.index]
-            console.print(f"  rule {m.index} ({rule.level}): no — {m.selector}: {m.reason}")
+            console.print(f"  rule {m.index} ({rule.level}): no — {m.selector}: "
+                          f"{escape(m.reason)}")
         if d.rule_index is None:
             console.print("  no rule matched → level [bold]None[/bold] (the API server's "
                           "default: nothing is recorded)")
@@ -218,7 +220,8 @@ def lint_cmd(
         colours = {"error": "red", "warning": "yellow", "info": "cyan"}
         for f in findings:
             table.add_row(f"[{colours.get(f.severity, 'white')}]{f.severity}[/]", f.id,
-                          "-" if f.rule_index is None else str(f.rule_index), f.message, f.fix)
+                          "-" if f.rule_index is None else str(f.rule_index), escape(f.message),
+                          escape(f.fix))
         console.print(table)
     else:
         console.print("no findings")
@@ -247,8 +250,9 @@ def _print_simulation(sim: Any, policy: Any) -> None:
         loud = "; ".join(f"{t['user']} {t['verb']} {t['what']} ({v.per_day(days).events:,.0f})"
                          for t, v in r.top)
         selects = _selects(policy.rules[r.index]) if r.index is not None else "(nothing matched)"
-        table.add_row("-" if r.index is None else str(r.index), r.level, selects,
-                      _count(per.requests), _count(per.events), _size(per.bytes), share, loud)
+        table.add_row("-" if r.index is None else str(r.index), r.level, escape(selects),
+                      _count(per.requests), _count(per.events), _size(per.bytes), share,
+                      escape(loud))
     console.print(table)
     console.print(f"per day as recorded: {_count(before.events)} events, {_size(before.bytes)}; "
                   f"under this policy: {_count(after.events)} events, {_size(after.bytes)}")
@@ -323,11 +327,11 @@ def diff_cmd(ctx: typer.Context,
         table.add_column(col, overflow="fold")
     for ch in changes:
         arrow = {"more": "[green]↑[/green]", "less": "[red]↓[/red]"}.get(ch.kind, "~")
-        table.add_row(f"{arrow} {ch.before} → {ch.after}", ch.verb, ch.what,
+        table.add_row(f"{arrow} {ch.before} → {ch.after}", escape(ch.verb), escape(ch.what),
                       f"{_rule(ch.rule_before)} → {_rule(ch.rule_after)}",
                       _count(ch.requests / days),
                       f"{_count(ch.events_before / days)} → {_count(ch.events_after / days)}",
-                      ", ".join(ch.examples))
+                      escape(", ".join(ch.examples)))
     console.print(table)
     fa, fb = result.first.after.per_day(days), result.second.after.per_day(days)
     console.print(f"per day: A {_count(fa.events)} events, {_size(fa.bytes)}; "

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -86,6 +86,19 @@ class Traffic:
     @property
     def requests(self) -> int:
         return sum(c.requests for c in self.classes)
+
+    @classmethod
+    def of(cls, counts: Iterable[tuple[Attributes, int]], *, days: float = 1.0) -> Traffic:
+        """Traffic written by hand: (attributes, requests) over `days`; sizes unknown, one
+        event per request as recorded."""
+        if days <= 0:
+            raise InputError(f"days must be positive, not {days}")
+        classes = tuple(RequestClass(a, n, 0, 0, n, 0, 0.0, None, None, 0.0, 0.0)
+                        for a, n in counts)
+        if any(c.requests < 0 for c in classes):
+            raise InputError("request counts must be zero or more")
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        return cls(classes, start, start + timedelta(days=days))
 
     @property
     def events(self) -> int:
