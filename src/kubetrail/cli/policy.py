@@ -23,7 +23,7 @@ policy_app = typer.Typer(
 )
 
 _File = Annotated[str, typer.Argument(metavar="FILE", help="Policy file (YAML or JSON; - for stdin).")]
-_Requests = Annotated[list[str], typer.Option(
+_Requests = Annotated[list[str] | None, typer.Option(
     "--request", "-r", help="Request attributes as JSON, an audit Event, or @FILE of JSON lines "
     "(repeatable; @- reads stdin).", show_default=False)]
 _Logs = Annotated[list[str] | None, typer.Argument(
@@ -73,7 +73,7 @@ def _json(value: Any) -> None:
     sys.stdout.buffer.flush()
 
 
-def _requests(specs: list[str]) -> list[Any]:
+def _requests(specs: list[str] | None) -> list[Any]:
     """Attributes from --request values: inline JSON, or @file with one JSON per line."""
     from ..policy import Attributes, attributes_from_event
 
@@ -148,7 +148,7 @@ def validate_cmd(file: _File, output: _Output = "table") -> None:
 
 
 @policy_app.command("eval")
-def eval_cmd(file: _File, request: _Requests) -> None:
+def eval_cmd(file: _File, request: _Requests = None) -> None:
     """One JSON decision per request: level, omitStages, omitManagedFields and the rule."""
     policy = _policy(file)
     for attrs in _requests(request):
@@ -156,7 +156,7 @@ def eval_cmd(file: _File, request: _Requests) -> None:
 
 
 @policy_app.command("explain")
-def explain_cmd(file: _File, request: _Requests, output: _Output = "table") -> None:
+def explain_cmd(file: _File, request: _Requests = None, output: _Output = "table") -> None:
     """Which rule decides each request, and why every earlier rule did not match."""
     _check_output(output)
     policy = _policy(file)

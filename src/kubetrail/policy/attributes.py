@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from .model import Attributes
 
@@ -36,8 +36,9 @@ def parse_request_path(uri: str, verb: str = "") -> RequestPath | None:
     `/api/v1/namespaces/ns/pods/p/exec` → namespace ns, resource pods, name p, subresource
     exec; the legacy `/api/v1/watch/...` and `/proxy/...` prefixes are noted in
     `verb_prefix`; a list or watch (`verb`) selecting `metadata.name=X` is named X."""
-    path, _, query = uri.partition("?")
-    parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+    raw_path, _, query = uri.partition("?")
+    path = unquote(raw_path)  # the API server parses the decoded URL path
+    parts = path.strip("/").split("/") if path.strip("/") else []
     info = RequestPath()
     if len(parts) < 2 or parts[0] not in ("api", "apis"):
         return None
@@ -62,7 +63,9 @@ def parse_request_path(uri: str, verb: str = "") -> RequestPath | None:
     if len(rest) >= 2:
         info.name = rest[1]
     info.resource = rest[0]
-    if not info.name and query and verb in ("list", "watch"):
+    # Only a GET without a name becomes list/watch with a selected name; the legacy /watch/
+    # prefix sets the verb first, and its fieldSelector names nothing.
+    if not info.name and query and verb in ("list", "watch") and info.verb_prefix != "watch":
         info.name = _selected_name(query)
     return info
 
@@ -91,7 +94,7 @@ def attributes_from_fields(
 ) -> Attributes:
     """Attributes from an event's parts (as stored in the archive's columns)."""
     uri = request_uri or ""
-    path = uri.partition("?")[0]
+    path = unquote(uri.partition("?")[0])
     if object_ref is None:
         return Attributes(user=user, groups=tuple(groups or ()), verb=verb or "", path=path)
     parsed = parse_request_path(uri, verb or "")

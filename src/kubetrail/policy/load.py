@@ -8,6 +8,7 @@ field path, all problems at once (reference §6).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -53,30 +54,61 @@ def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dic
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def _parse(text: str, source: str | None) -> tuple[Any, list[str]]:
-    loader = _Loader(text)
-    loader.duplicates = []
+def _bad_syntax(problem: str, source: str | None) -> PolicyError:
+    return PolicyError([("", f"not valid YAML or JSON{problem}")], source=source,
+                       hint="check the indentation and quoting around that line")
+
+
+def _parse_json(text: str, source: str | None) -> tuple[Any, list[str]]:
+    """JSON is decoded as JSON, as the API server's serializer does (tabs, surrogate pairs)."""
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                duplicates.append(f'duplicate field "{key}" (the last value is used)')
+            out[key] = value
+        return out
+
     try:
-        documents = []
-        while loader.check_data():
-            documents.append(loader.get_data())
+        return json.loads(text, object_pairs_hook=pairs), duplicates
+    except json.JSONDecodeError as exc:
+        raise _bad_syntax(f" (line {exc.lineno}, column {exc.colno}): {exc.msg}", source) from None
+    except RecursionError:
+        raise _bad_syntax(": nested too deeply", source) from None
+
+
+def _parse(text: str, source: str | None) -> tuple[Any, list[str]]:
+    if text.lstrip().startswith("{"):
+        return _parse_json(text, source)
+    documents: list[Any] = []
+    try:
+        loader = _Loader(text)
+        loader.duplicates = []
+        try:
+            while loader.check_data():
+                documents.append(loader.get_data())
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PolicyError([("", f"not valid YAML or JSON{where}: {problem}")], source=source,
-                          hint="check the indentation and quoting around that line") from None
-    finally:
-        loader.dispose()
+        raise _bad_syntax(f"{where}: {problem}", source) from None
+    except RecursionError:
+        raise _bad_syntax(": nested too deeply", source) from None
+    except (ValueError, TypeError, AttributeError) as exc:  # a tag PyYAML cannot construct
+        raise _bad_syntax(f": {exc}", source) from None
+    warnings = loader.duplicates
     documents = [d for d in documents if d is not None]
     if not documents:
         raise PolicyError([("", "the policy file is empty")], source=source,
                           hint="start from `kubetrail policy recommend > policy.yaml`")
-    if len(documents) > 1:
-        raise PolicyError([("", f"the file holds {len(documents)} YAML documents; the API "
-                                "server reads one Policy")], source=source,
-                          hint="keep one Policy per file")
-    return documents[0], loader.duplicates
+    if len(documents) > 1:  # the API server decodes the first document only
+        warnings.append(f"the file holds {len(documents)} YAML documents; only the first is "
+                        "read, as the API server does")
+    return documents[0], warnings
 
 
 def load_policy(text: str, *, source: str | None = None) -> Policy:
@@ -141,7 +173,9 @@ class _Checker:
             return ()
         out: list[str] = []
         for i, item in enumerate(value):
-            if not isinstance(item, str):
+            if item is None:  # as in Go, a null in a list of strings decodes to ""
+                out.append("")
+            elif not isinstance(item, str):
                 self.errors.append((f"{where}[{i}]", f"must be a string, not {_type(item)}"))
             else:
                 out.append(item)
@@ -172,6 +206,7 @@ class _Checker:
         rules: list[PolicyRule] = []
         if rules_data is not None and not isinstance(rules_data, list):
             self.errors.append(("rules", f"must be a list of rules, not {_type(rules_data)}"))
+            rules_data = None
         for i, rule in enumerate(rules_data or []):
             parsed = self.rule(rule, f"rules[{i}]")
             if parsed is not None:

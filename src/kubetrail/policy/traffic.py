@@ -113,8 +113,8 @@ SELECT hash(cluster, audit_id) AS rid, "time",
        (("user" IS NOT NULL AND "user" <> '') OR len(COALESCE(groups, [])) > 0) AS has_user,
        COALESCE("user", '') AS username, COALESCE(groups, []) AS groups,
        COALESCE(verb, '') AS verb, api_group IS NOT NULL AS resource_request,
-       CASE WHEN api_group IS NULL THEN split_part(COALESCE(request_uri, ''), '?', 1)
-            ELSE '' END AS path,
+       CASE WHEN api_group IS NULL
+            THEN url_decode(split_part(COALESCE(request_uri, ''), '?', 1)) ELSE '' END AS path,
        COALESCE(namespace, '') AS namespace, COALESCE(api_group, '') AS api_group,
        COALESCE(api_version, '') AS api_version, COALESCE(resource, '') AS resource,
        COALESCE(subresource, '') AS subresource,
@@ -149,8 +149,8 @@ SELECT hash(cluster, e.auditID) AS rid, TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ
         OR len(COALESCE(e."user".groups, [])) > 0) AS has_user,
        COALESCE(e."user".username, '') AS username, COALESCE(e."user".groups, []) AS groups,
        COALESCE(e.verb, '') AS verb, e.objectRef IS NOT NULL AS resource_request,
-       CASE WHEN e.objectRef IS NULL THEN split_part(COALESCE(e.requestURI, ''), '?', 1)
-            ELSE '' END AS path,
+       CASE WHEN e.objectRef IS NULL
+            THEN url_decode(split_part(COALESCE(e.requestURI, ''), '?', 1)) ELSE '' END AS path,
        COALESCE(e.objectRef.namespace, '') AS namespace,
        COALESCE(e.objectRef.apiGroup, '') AS api_group,
        COALESCE(e.objectRef.apiVersion, '') AS api_version,
