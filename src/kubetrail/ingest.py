@@ -36,6 +36,8 @@ __all__ = ["ClusterCounts", "FileReport", "IngestReport", "ingest"]
 
 #: progress(events_so_far, bytes_so_far) — called every few thousand events.
 ProgressFn = Callable[[int, int], None]
+#: on_rows(rows) — called with each batch of newly stored rows once they are durable.
+RowsFn = Callable[[pa.Table], None]
 
 
 @dataclass
@@ -100,8 +102,10 @@ class IngestReport:
 class _Pipeline:
     """Holds the batch in flight and the checkpoints it will make true once committed."""
 
-    def __init__(self, archive: Archive, batch_events: int, progress: ProgressFn | None) -> None:
+    def __init__(self, archive: Archive, batch_events: int, progress: ProgressFn | None,
+                 on_rows: RowsFn | None = None) -> None:
         self.archive = archive
+        self.on_rows = on_rows
         self.batch_events = max(1, batch_events)
         self.progress = progress
         self.raw = RawBatch()
@@ -193,6 +197,9 @@ class _Pipeline:
                 raise StoreError(f"not written: an earlier batch failed ({self._failed})")
             writer = self._archive_writer  # made by the dedupe stage with the first plan
             result = writer.seal(plan) if plan is not None and writer else CommitResult(0, 0)
+            if self.on_rows is not None and plan is not None:
+                for rows, _, _ in plan.segments:  # now durable: e.g. detection
+                    self.on_rows(rows)
             rejected = [_quarantine_record(row["file"], row["cluster"], row["line"],
                                            json_error(row["event"])
                                            if row["problem"] == "invalid JSON" else row["problem"],
@@ -355,8 +362,12 @@ def ingest(
     batch_events: int = 50_000,
     force: bool = False,
     progress: ProgressFn | None = None,
+    on_rows: RowsFn | None = None,
 ) -> IngestReport:
     """Read every input into the archive; see :class:`IngestReport` for the outcome.
+
+    `on_rows` sees every newly stored batch (never a duplicate), on one thread, in order:
+    `ingest --detect` runs the rules there.
 
     >>> report = ingest(Archive(Path("/tmp/kt")), ["audit.log"], cluster="prod")  # doctest: +SKIP
     >>> report.exit_code  # doctest: +SKIP
@@ -366,7 +377,7 @@ def ingest(
     inputs = expand_paths(paths)
     started = time.monotonic()
     with archive.writer_lock():
-        pipeline = _Pipeline(archive, batch_events, progress)  # reads checkpoints: under the lock
+        pipeline = _Pipeline(archive, batch_events, progress, on_rows)  # checkpoints: under the lock
         try:
             for inp in inputs:
                 pipeline.report.files.append(pipeline.run_file(inp, cluster, fmt, force))

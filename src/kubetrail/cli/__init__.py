@@ -51,9 +51,9 @@ def _main(
 
 
 def _register() -> None:
-    from . import ingest, policy, query, simulate
+    from . import detect, ingest, policy, query, simulate
 
-    for module in (ingest, query, simulate, policy):
+    for module in (ingest, query, simulate, policy, detect):
         module.register(app)
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
+import pyarrow as pa
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..events.decode import FORMATS
 from ..ingest import IngestReport, ingest
+from ..store.archive import Archive
 from .context import app_context
 from .output import console, err_console
 
@@ -41,6 +44,37 @@ def _summary(report: IngestReport) -> None:
             err_console.print(f"  {n:>8,}  {reason}", markup=False, highlight=False)
 
 
+class _Detector:
+    """`ingest --detect`: the rules over each stored batch; alerts kept in the archive."""
+
+    def __init__(self, archive: Archive, rules: list[Path] | None) -> None:
+        from ..detect.engine import Engine
+        from ..detect.rules import load_rules
+
+        self.archive = archive
+        self.engine = Engine(load_rules([str(p) for p in rules or ()]),
+                             state_path=archive.state_dir / "detect-state.json")
+        self.stored = self.severe = 0
+        self._started = False
+
+    def _keep(self, alerts: list[Any]) -> None:
+        from ..detect.store import append_alerts
+
+        self.stored += append_alerts(self.archive, alerts)
+        self.severe += sum(a.severity in ("high", "critical") for a in alerts)
+
+    def process(self, rows: pa.Table) -> None:
+        rows = rows.sort_by([("time", "ascending")])
+        if not self._started and rows.num_rows:
+            self.engine.note_time(rows.column("time")[0].as_py())
+            self._started = True
+        self._keep(self.engine.process(rows))
+
+    def close(self) -> None:
+        self._keep(self.engine.flush())
+        self.engine.close()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
@@ -58,6 +92,12 @@ def register(app: typer.Typer) -> None:
             "(duplicates are still not stored).")] = False,
         json_summary: Annotated[bool, typer.Option(
             "--json", help="Print the summary as JSON on stdout.")] = False,
+        detect: Annotated[bool, typer.Option(
+            "--detect", help="Run the detection rules on the new events and store the alerts "
+            "(`kubetrail alerts`).")] = False,
+        rules: Annotated[list[Path] | None, typer.Option(
+            "--rules", help="Extra rule files or directories for --detect (repeatable).",
+            show_default=False)] = None,
     ) -> None:
         """Read audit events into the archive: deduplicated, resumable, bad lines quarantined.
 
@@ -67,6 +107,8 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         archive = app_ctx.archive(create=True)
+        detector = _Detector(archive, rules) if detect else None
+        on_rows = detector.process if detector else None
         if app_ctx.show_progress() and not json_summary:
             with Progress(SpinnerColumn(), TextColumn("ingesting"),
                           TextColumn("{task.completed:,.0f} events"),
@@ -79,16 +121,28 @@ def register(app: typer.Typer) -> None:
                     elapsed = max(time.monotonic() - started, 1e-6)
                     bar.update(task, completed=events, rate=events / elapsed)
 
+                try:
+                    report = ingest(archive, paths, cluster=settings.cluster, fmt=fmt,
+                                    batch_events=settings.batch_events, force=force,
+                                    progress=progress, on_rows=on_rows)
+                finally:
+                    if detector:
+                        detector.close()
+        else:
+            try:
                 report = ingest(archive, paths, cluster=settings.cluster, fmt=fmt,
                                 batch_events=settings.batch_events, force=force,
-                                progress=progress)
-        else:
-            report = ingest(archive, paths, cluster=settings.cluster, fmt=fmt,
-                            batch_events=settings.batch_events, force=force)
+                                on_rows=on_rows)
+            finally:
+                if detector:
+                    detector.close()
         if json_summary:
             import orjson
 
             console.file.write(orjson.dumps(report.to_dict()).decode() + "\n")
         else:
             _summary(report)
+            if detector:
+                err_console.print(f"{detector.stored:,} alerts stored "
+                                  f"({detector.severe:,} high or critical): `kubetrail alerts`")
         raise typer.Exit(report.exit_code)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,12 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, StoreError
-from ..events.compression import open_stream
-from ..events.decode import Decoded, Decoder
-from ..events.normalize import RawBatch
-from ..events.reader import FastLines, iter_items
+from ..events.batches import Rejects, read_batches
 from ..query.filters import EventFilter
-from ..sources.files import expand_paths
 from ..store.archive import Archive, connection
 from .model import Attributes
 
@@ -268,40 +264,14 @@ def traffic_from_archive(archive: Archive, flt: EventFilter | None = None) -> Tr
         con.close()
 
 
-def _raw_batches(paths: Sequence[str], cluster: str, fmt: str, batch_events: int,
-                 rejected: list[int]) -> Iterator[pa.Table]:
-    """Event texts of every input, in batches; unusable records are only counted."""
-    raw = RawBatch()
-    for inp in expand_paths(list(paths)):
-        decoder = Decoder(cluster=cluster, fmt=fmt)
-        handle = inp.open()
-        try:
-            for entry in iter_items(open_stream(handle, inp.label), inp.label, decoder):
-                if isinstance(entry, FastLines):
-                    raw.add_fast(entry, cluster, inp.label)
-                elif isinstance(entry[1], Decoded):
-                    item = entry[1]
-                    raw.add(item, entry[0].line, item.cluster or cluster, inp.label)
-                elif not entry[1].skipped:
-                    rejected[0] += 1
-                if len(raw) >= batch_events:
-                    yield raw.take()
-        except OSError as exc:
-            raise InputError(f"read error: {exc.strerror or exc}", path=inp.label) from exc
-        finally:
-            if inp.path is not None:
-                handle.close()
-    if len(raw):
-        yield raw.take()
-
-
 def traffic_from_files(paths: Sequence[str], *, cluster: str = "default", fmt: str = "auto",
                        batch_events: int = 50_000) -> Traffic:
     """The request classes of the events in audit log files of any supported shape.
 
     Reading runs on this thread while DuckDB parses and groups earlier batches on worker
     threads, each with its own connection."""
-    rejected = [0]
+    rejected = [0]  # parsed, but not an event (no auditID)
+    rejects = Rejects()
     local = threading.local()
     connections: list[duckdb.DuckDBPyConnection] = []
 
@@ -323,14 +293,15 @@ def traffic_from_files(paths: Sequence[str], *, cluster: str = "default", fmt: s
     try:
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="kubetrail-traffic") as pool:
             pending: deque[Future[pa.Table]] = deque()
-            for raw in _raw_batches(paths, cluster, fmt, batch_events, rejected):
+            for raw in read_batches(paths, cluster=cluster, fmt=fmt, batch_events=batch_events,
+                                    rejects=rejects):
                 pending.append(pool.submit(summarise, raw))
                 while len(pending) > _WORKERS:
                     parts.append(pending.popleft().result())
             parts.extend(f.result() for f in pending)
         con = connection()
         connections.append(con)
-        return _classes(con, parts, rejected[0])
+        return _classes(con, parts, rejected[0] + len(rejects))
     finally:
         for con in connections:
             con.close()

@@ -1,0 +1,365 @@
+"""Running rules over batches of rows: one SQL query finds every match, Python keeps state.
+
+The same engine serves `kubetrail detect` (files streamed in batches), `ingest --detect`
+and `hunt` (the archive in time order): every enabled rule's compiled condition becomes one
+branch of a UNION ALL over the batch, so DuckDB scans it once per rule with vectorised
+filters; the few matching rows then go through the stateful parts (thresholds, first-seen
+terms, sequences, suppression), whose state is saved in the data directory and survives
+restarts. A request is alerted once per rule even when several of its stages match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from ..errors import StoreError
+from ..query.filters import IP6_HEX_MACRO
+from ..store.archive import connection
+from .alert import Alert, Suppressor, render_message
+from .rules import Rule, RuleSet
+
+__all__ = ["MACROS_SQL", "Engine", "evidence_of", "hunt_batches"]
+
+_PRIVATE_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+               "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
+_PRIVATE_V6 = ("::", "::1", "fc", "fd", "fe8", "fe9", "fea", "feb", "ff")
+
+
+def _v4_ranges() -> str:
+    import ipaddress
+
+    parts = []
+    for net in _PRIVATE_V4:
+        n = ipaddress.ip_network(net)
+        parts.append(f"(v BETWEEN {int(n.network_address)} AND {int(n.broadcast_address)})")
+    return " OR ".join(parts)
+
+
+#: Helper macros the compiled conditions call (IPv4 as an integer, IPv6 as hex digits, and
+#: whether an address is public: not private, loopback, link-local, CGNAT or multicast).
+MACROS_SQL = (
+    "CREATE OR REPLACE TEMP MACRO kt_ip4_int(ip) AS CASE WHEN regexp_full_match(ip, "
+    r"'\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}') THEN "
+    "TRY_CAST(split_part(ip, '.', 1) AS BIGINT) * 16777216 + "
+    "TRY_CAST(split_part(ip, '.', 2) AS BIGINT) * 65536 + "
+    "TRY_CAST(split_part(ip, '.', 3) AS BIGINT) * 256 + "
+    "TRY_CAST(split_part(ip, '.', 4) AS BIGINT) END",
+    IP6_HEX_MACRO,
+    f"CREATE OR REPLACE TEMP MACRO kt_ip4_private(v) AS ({_v4_ranges()})",
+    "CREATE OR REPLACE TEMP MACRO kt_ip_public(ip) AS CASE "
+    "WHEN ip IS NULL OR ip = '' THEN NULL "
+    "WHEN kt_ip4_int(ip) IS NOT NULL THEN NOT kt_ip4_private(kt_ip4_int(ip)) "
+    "WHEN contains(ip, ':') THEN NOT (kt_ip6_hex(ip) IN "
+    "('00000000000000000000000000000000', '00000000000000000000000000000001') "
+    + "".join(f"OR starts_with(kt_ip6_hex(ip), '{p}') " for p in _PRIVATE_V6[2:])
+    + ") ELSE NULL END",
+)
+
+_ROW_FIELDS = ("time", "cluster", "audit_id", "stage", "verb", "user", "groups", "resource",
+               "subresource", "api_group", "namespace", "name", "source_ips", "source_ip",
+               "user_agent", "code", "decision", "reason", "command", "container",
+               "impersonated_user", "request_uri", "level", "sa_namespace", "sa_name", "event")
+
+
+def _json_get(doc: Any, path: str) -> Any:
+    """Value at a dotted/bracketed path of a decoded event (None when missing)."""
+    from .condition import _json_path
+
+    node = doc
+    for seg in _json_path(path)[2:].split(".") if path else []:
+        seg = seg.strip('"')
+        if isinstance(node, Mapping):
+            node = node.get(seg)
+        else:
+            return None
+    return node
+
+
+def evidence_of(rule: Rule, row: Mapping[str, Any], doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values of the fields a rule's condition reads, from one matching row."""
+    out: dict[str, Any] = {}
+    fields = list(rule.condition.fields) if rule.condition else []
+    if rule.sequence:
+        fields += [f for step in rule.sequence.steps for f in step.fields]
+    for f in dict.fromkeys(fields):
+        if f == "request_path":
+            out[f] = (row.get("request_uri") or "").partition("?")[0]
+        elif f.startswith("uri.param."):
+            name = f[len("uri.param."):]
+            query = (row.get("request_uri") or "").partition("?")[2]
+            out[f] = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+        elif f in row:
+            value = row[f]
+            out[f] = value.isoformat() if isinstance(value, datetime) else value
+        elif doc is not None:
+            root = f[len("event."):] if f.startswith("event.") else f
+            out[f] = _json_get(doc, root)
+    return out
+
+
+class _StateStore:
+    """Thresholds, first-seen terms, sequences: in memory, saved as JSON in the data dir."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"threshold": {}, "new_term": {}, "sequence": {}}
+        if path is not None and path.exists():
+            try:
+                self.data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"cannot read the detection state {path}: {exc}",
+                                 hint="delete the file to start the baselines afresh") from None
+
+    def rule(self, kind: str, rule_id: str) -> dict[str, Any]:
+        return self.data.setdefault(kind, {}).setdefault(rule_id, {})
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(self.data, separators=(",", ":")), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+
+def _key(row: Mapping[str, Any], fields: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(tuple(v) if isinstance(v := row.get(f), list) else v for f in fields)
+
+
+def _key_text(key: tuple[Any, ...]) -> str:
+    return json.dumps(key, default=str)
+
+
+class Engine:
+    """A rule set, ready to run over batches of archive rows (SCHEMA, incl. `event`)."""
+
+    def __init__(self, ruleset: RuleSet, *, state_path: Path | None = None,
+                 rule_ids: Iterable[str] | None = None) -> None:
+        wanted = set(rule_ids) if rule_ids is not None else None
+        self.rules = tuple(r for r in ruleset.rules
+                           if (r.enabled if wanted is None else r.id in wanted))
+        # One branch per stateless/stateful rule, one per sequence step.
+        self._branches: list[tuple[int, int | None]] = []
+        parts = []
+        for i, rule in enumerate(self.rules):
+            if rule.sequence is not None:
+                for step, sql in enumerate(rule.sequence.step_sql):
+                    stage = rule.sql  # stages and exceptions (and a shared condition)
+                    parts.append(f"SELECT {len(self._branches)} AS b, rid FROM batch "
+                                 f"WHERE {stage} AND {sql}")
+                    self._branches.append((i, step))
+            else:
+                parts.append(f"SELECT {len(self._branches)} AS b, rid FROM batch WHERE {rule.sql}")
+                self._branches.append((i, None))
+        self._sql = " UNION ALL ".join(parts) if parts else None
+        self._con = connection(ordered=True)
+        for macro in MACROS_SQL:
+            self._con.execute(macro)
+        self._state = _StateStore(state_path)
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._suppressor = Suppressor()
+        self.matched = 0
+
+    @property
+    def sql(self) -> str | None:
+        """The whole query a batch goes through (for `rules show --sql` and debugging)."""
+        return self._sql
+
+    def close(self) -> None:
+        self._state.save()
+        self._con.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def process(self, rows: pa.Table) -> list[Alert]:
+        """Alerts for a batch of rows (in time order within the batch)."""
+        if self._sql is None or not rows.num_rows:
+            return []
+        batch = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
+        self._con.register("batch", batch)
+        try:
+            hits = self._con.sql(f"SELECT b, rid FROM ({self._sql}) ORDER BY rid, b").fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"a detection rule could not run: {exc}",
+                             hint="`kubetrail rules validate` names the rule") from None
+        finally:
+            self._con.unregister("batch")
+        if not hits:
+            return []
+        self.matched += len(hits)
+        wanted = sorted({rid for _, rid in hits})
+        names = [f for f in _ROW_FIELDS if f in rows.column_names]
+        picked = rows.select(names).take(pa.array(wanted, pa.int64())).to_pylist()
+        by_rid = dict(zip(wanted, picked, strict=True))
+        alerts: list[Alert] = []
+        for b, rid in hits:
+            rule_index, step = self._branches[b]
+            rule = self.rules[rule_index]
+            row = by_rid[rid]
+            alerts.extend(self._handle(rule, step, row))
+        return alerts
+
+    def flush(self) -> list[Alert]:
+        """Alerts held back by suppression (call at the end of a run)."""
+        return self._suppressor.flush()
+
+    # -- per match ---------------------------------------------------------------------
+
+    def _first_time(self, rule: Rule, step: int | None, row: Mapping[str, Any]) -> bool:
+        """Is this the first match of this rule (and step) for this request?"""
+        key = (f"{rule.id}#{step}" if step is not None else rule.id,
+               str(row.get("cluster")), str(row.get("audit_id")))
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > 200_000:
+            self._seen.popitem(last=False)
+        return True
+
+    def _handle(self, rule: Rule, step: int | None, row: dict[str, Any]) -> list[Alert]:
+        if not self._first_time(rule, step, row):
+            return []
+        t: datetime = row["time"]
+        if rule.sequence is not None:
+            done = self._sequence(rule, step or 0, row, t)
+            if done is None:
+                return []
+            return self._emit(rule, row, group=dict(zip(rule.sequence.by, done[0], strict=True)),
+                              count=len(rule.sequence.steps), window=(done[1], t))
+        if rule.state is None:
+            return self._emit(rule, row)
+        if rule.state.kind == "threshold":
+            fired = self._threshold(rule, row, t)
+            if fired is None:
+                return []
+            key, count, start = fired
+            return self._emit(rule, row, group=dict(zip(rule.state.by, key, strict=True)),
+                              count=count, window=(start, t))
+        key = _key(row, rule.state.by)
+        if self._new_term(rule, key, t):
+            return self._emit(rule, row, group=dict(zip(rule.state.by, key, strict=True)))
+        return []
+
+    def _threshold(self, rule: Rule, row: Mapping[str, Any], t: datetime
+                   ) -> tuple[tuple[Any, ...], int, datetime] | None:
+        state = rule.state
+        assert state is not None
+        key = _key(row, state.by)
+        store = self._state.rule("threshold", rule.id)
+        slot = store.setdefault(_key_text(key), [])
+        now = t.timestamp()
+        horizon = now - state.window.total_seconds()
+        kept = deque(e for e in slot if e[0] >= horizon)
+        value = None
+        if state.distinct:
+            raw = row.get(state.distinct)
+            value = json.dumps(raw, default=str) if raw is not None else None
+            if value is None:
+                return None
+        kept.append([now, value])
+        count = len({e[1] for e in kept}) if state.distinct else len(kept)
+        if count >= state.count:
+            store.pop(_key_text(key), None)
+            return key, count, datetime.fromtimestamp(kept[0][0], UTC)
+        store[_key_text(key)] = list(kept)
+        return None
+
+    def _new_term(self, rule: Rule, key: tuple[Any, ...], t: datetime) -> bool:
+        state = rule.state
+        assert state is not None
+        store = self._state.rule("new_term", rule.id)
+        now = t.timestamp()
+        start = store.setdefault("start", now)
+        terms = store.setdefault("terms", {})
+        text = _key_text(key)
+        last = terms.get(text)
+        terms[text] = now
+        baseline = state.window.total_seconds()
+        is_new = last is None or now - last > baseline
+        return is_new and now - start >= baseline
+
+    def note_time(self, t: datetime) -> None:
+        """Start the baselines of first-seen rules at the first event the engine sees (not
+        the first match), so that learning covers all traffic."""
+        now = t.timestamp()
+        for rule in self.rules:
+            if rule.state is not None and rule.state.kind == "new_term":
+                self._state.rule("new_term", rule.id).setdefault("start", now)
+
+    def _sequence(self, rule: Rule, step: int, row: Mapping[str, Any], t: datetime
+                  ) -> tuple[tuple[Any, ...], datetime] | None:
+        seq = rule.sequence
+        assert seq is not None
+        key = _key(row, seq.by)
+        store = self._state.rule("sequence", rule.id)
+        text = _key_text(key)
+        now = t.timestamp()
+        progress = store.get(text)
+        if progress is not None and now - progress[1] > seq.within.total_seconds():
+            progress = None
+        if progress is not None and progress[0] == step:
+            if step + 1 == len(seq.steps):
+                store.pop(text, None)
+                return key, datetime.fromtimestamp(progress[1], UTC)
+            store[text] = [step + 1, progress[1]]
+        elif step == 0:
+            store[text] = [1, now]
+        return None
+
+    def _emit(self, rule: Rule, row: dict[str, Any], *, group: dict[str, Any] | None = None,
+              count: int | None = None, window: tuple[datetime, datetime] | None = None
+              ) -> list[Alert]:
+        doc = None
+        text = row.get("event")
+        if text:
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                doc = None
+        evidence = evidence_of(rule, row, doc)
+        values = {k: v for k, v in row.items() if k != "event"}
+        values.update({k.replace(".", "_"): v for k, v in evidence.items()})
+        values["command_line"] = " ".join(row.get("command") or [])
+        if count is not None:
+            values["count"] = count
+        if group:
+            values.update({f"group_{k}": v for k, v in group.items()})
+        alert = Alert(
+            rule=rule.id, title=rule.title, severity=rule.severity, behaviours=rule.behaviours,
+            tags=rule.tags, time=row["time"], cluster=row.get("cluster") or "",
+            audit_id=row.get("audit_id") or "", user=row.get("user"), verb=row.get("verb"),
+            resource=row.get("resource"), subresource=row.get("subresource"),
+            namespace=row.get("namespace"), name=row.get("name"),
+            source_ips=tuple(row.get("source_ips") or ()), user_agent=row.get("user_agent"),
+            message=render_message(rule.output, values, rule.title), evidence=evidence,
+            group=group, count=count, window=window, stage=row.get("stage"),
+            code=row.get("code"), decision=row.get("decision"))
+        if rule.suppress is None:
+            return [alert]
+        window_len, by = rule.suppress
+        return self._suppressor.offer(alert, window_len, _key(row, by))
+
+
+def hunt_batches(con: duckdb.DuckDBPyConnection, where: str, params: list[Any],
+                 batch: int = 50_000) -> Iterable[pa.Table]:
+    """Archive rows in time order, in batches (for retro-hunting)."""
+    relation = con.sql(f"SELECT * FROM events WHERE {where} ORDER BY time, audit_id, stage",
+                       params=params)
+    for record_batch in relation.to_arrow_reader(batch):
+        yield pa.Table.from_batches([record_batch])
