@@ -263,3 +263,37 @@ def test_cli_simulate_and_diff_on_logs_and_on_the_archive(tmp_path: Path, write_
     code, _, err = run_cli("policy", "simulate", p)  # neither logs nor --archive
     assert code == 1 and "--archive" in err
     assert_clean(err)
+
+
+def test_simulate_names_the_detection_rules_a_policy_would_blind(known: tuple[Path, Traffic],
+                                                                 tmp_path: Path) -> None:
+    import yaml
+
+    from kubetrail.detect import load_rules
+
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(yaml.safe_dump([
+        {"rule": "replicas", "title": "t", "severity": "high",
+         "condition": {"resource": "deployments", "requestObject.spec.replicas": {"gt": 1}}},
+        {"rule": "exec", "title": "t", "severity": "medium", "stages": ["ResponseStarted"],
+         "condition": {"subresource": "exec"}},
+        {"rule": "secret-read", "title": "t", "severity": "low",
+         "condition": {"resource": "secrets", "verb": "get"}},
+        {"rule": "logins", "title": "t", "severity": "high",
+         "condition": {"code": 401, "verb": "get"}},
+    ]))
+    rules = load_rules([rules_path], builtin=False).rules
+    _, traffic = known
+    careful = policy("omitStages: [RequestReceived]\nrules:\n"
+                     "- level: RequestResponse\n  resources: [{group: apps}]\n"
+                     "- level: Metadata\n")
+    assert simulate_policy(careful, traffic, detection_rules=rules).blind == ()
+    sloppy = policy("omitStages: [RequestReceived, ResponseStarted]\nrules:\n"
+                    "- level: None\n  resources: [{group: '', resources: [secrets]}]\n"
+                    "- level: Metadata\n")
+    blind = {b.rule: b for b in simulate_policy(sloppy, traffic, detection_rules=rules).blind}
+    assert set(blind) == {"replicas", "exec", "secret-read"}  # no 401 on a get was seen
+    assert blind["replicas"].needs == "Request" and "without the body" in blind["replicas"].reasons[0]
+    assert "stages ResponseStarted are omitted" in blind["exec"].reasons[0]
+    assert blind["secret-read"].blind == 1 and "level None by rules[0]" in blind["secret-read"].reasons[0]
+    assert [b.rule for b in simulate_policy(sloppy, traffic, detection_rules=rules).blind][0] == "replicas"

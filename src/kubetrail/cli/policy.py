@@ -259,6 +259,16 @@ def _print_simulation(sim: Any, policy: Any) -> None:
     noisy = [str(r.index) if r.index is not None else "default" for r in sim.noisiest(3)]
     if noisy:
         console.print(f"noisiest rules: {', '.join(noisy)}")
+    if sim.blind:
+        blind = Table(title="Detection rules this policy would blind", header_style="bold")
+        for col in ("rule", "severity", "needs", "blind requests", "why"):
+            blind.add_column(col, overflow="fold")
+        for b in sim.blind:
+            blind.add_row(b.rule, b.severity, b.needs, f"{b.blind:,} of {b.requests:,}",
+                          escape("; ".join(b.reasons[:3])))
+        console.print(blind)
+    else:
+        console.print("no detection rule would lose what it watches")
     if sim.estimated_bodies:
         console.print(f"[dim]{sim.estimated_bodies:,} requests' body sizes were estimated from "
                       "similar requests[/dim]")
@@ -288,14 +298,20 @@ def _selects(rule: Any) -> str:
 @policy_app.command("simulate")
 def simulate_cmd(ctx: typer.Context, file: _File, logs: _Logs = None,
                  archive: _FromArchive = False, since: _Since = None,
-                 cluster: _Cluster = None, output: _Output = "table") -> None:
+                 cluster: _Cluster = None, output: _Output = "table",
+                 rules: Annotated[list[Path] | None, typer.Option(
+                     "--rules", help="Detection rule files to check besides the built-in pack.",
+                     show_default=False)] = None) -> None:
     """Replay a policy over recorded traffic: events and bytes per rule, totals before and
-    after, and the noisiest rules."""
+    after, the noisiest rules, and the detection rules it would blind."""
+    from ..detect.rules import load_rules
     from ..policy.replay import simulate_policy
 
     _check_output(output)
     policy = _policy(file)
-    sim = simulate_policy(policy, _traffic(ctx, logs, archive, since, cluster))
+    detection = load_rules([str(p) for p in rules or ()]).rules
+    sim = simulate_policy(policy, _traffic(ctx, logs, archive, since, cluster),
+                          detection_rules=detection)
     if output == "json":
         _json(sim.to_dict())
     else:

@@ -40,7 +40,7 @@ from ..errors import KubetrailError
 from ..events.row import COLUMNS
 
 __all__ = ["COLUMN_FIELDS", "OPERATORS", "CompileError", "Condition", "compile_condition",
-           "parse_condition"]
+           "compile_possible", "parse_condition"]
 
 OPERATORS = ("eq", "ne", "in", "not_in", "glob", "regex", "contains", "startswith", "endswith",
              "exists", "cidr", "public", "gt", "gte", "lt", "lte")
@@ -252,11 +252,15 @@ def _root_path(name: str) -> str:
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, known: frozenset[str] | None = None) -> None:
         self.depth = 0
+        self.known = known  # relaxed mode: only these fields are tested, the rest is NULL
 
     def compile(self, node: tuple[Any, ...], scope: str | None) -> str:
         kind = node[0]
+        if self.known is not None and (kind == "quant" or (
+                kind == "cmp" and (scope is not None or node[1] not in self.known))):
+            return "NULL"  # unknown here: could be either
         if kind == "and":
             return "(" + " AND ".join(self.compile(n, scope) for n in node[1]) + ")"
         if kind == "or":
@@ -391,3 +395,10 @@ def compile_condition(condition: Condition) -> str:
     """The SQL boolean expression for `condition` over a relation with the archive's
     columns (see :data:`MACROS_SQL` for the helper macros it may call)."""
     return _Compiler().compile(condition.node, None)
+
+
+def compile_possible(condition: Condition, known: frozenset[str]) -> str:
+    """A SQL expression that is not FALSE for every row that *could* match: only the
+    fields in `known` are tested, every other test is NULL (unknown), so three-valued logic
+    keeps what cannot be ruled out. Filter with ``(expr) IS NOT FALSE``."""
+    return _Compiler(known).compile(condition.node, None)

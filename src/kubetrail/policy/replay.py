@@ -13,9 +13,11 @@ verb on the same resource, or else counted as unknown.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blind import BlindRule, blind_rules
 from .model import Policy, PolicyDecision, level_rank
 from .traffic import RequestClass, Traffic, describe
 
@@ -163,6 +165,7 @@ class Simulation:
     unknown_bodies: int = 0  # requests that would write a body of unknown size
     unreadable: int = 0
     warnings: tuple[str, ...] = field(default=())
+    blind: tuple[BlindRule, ...] = ()  # detection rules the policy would blind
 
     def noisiest(self, n: int = 5) -> list[RuleVolume]:
         return sorted((r for r in self.rules if r.volume.events),
@@ -177,11 +180,14 @@ class Simulation:
             "noisiest": [r.index for r in self.noisiest()],
             "estimated_bodies": self.estimated_bodies, "unknown_bodies": self.unknown_bodies,
             "unreadable": self.unreadable, "warnings": list(self.warnings),
+            "blind_rules": [b.to_dict() for b in self.blind],
         }
 
 
-def simulate_policy(policy: Policy, traffic: Traffic, *, top: int = 3) -> Simulation:
-    """Volume per rule and in total if `policy` had been in force for `traffic`."""
+def simulate_policy(policy: Policy, traffic: Traffic, *, top: int = 3,
+                    detection_rules: Iterable[Any] | None = None) -> Simulation:
+    """Volume per rule and in total if `policy` had been in force for `traffic`; with
+    `detection_rules`, also which of them it would blind."""
     sizes = _BodySizes(traffic)
     per_rule: dict[int | None, list[tuple[RequestClass, ClassVolume]]] = defaultdict(list)
     before = after = Volume()
@@ -208,8 +214,9 @@ def simulate_policy(policy: Policy, traffic: Traffic, *, top: int = 3) -> Simula
                         "any similar request: their bodies are counted as 0 bytes")
     if not traffic.classes:
         warnings.append("no events to replay")
+    blind = tuple(blind_rules(policy, traffic, detection_rules)) if detection_rules else ()
     return Simulation(tuple(rules), before, after, traffic.days, estimated, unknown,
-                      traffic.unreadable, tuple(warnings))
+                      traffic.unreadable, tuple(warnings), blind)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class RequestClass:
     response_body: float | None
     request_managed: float  # mean size of requestObject.metadata.managedFields, where recorded
     response_managed: float
+    codes: tuple[tuple[int, int], ...] = ()  # (response code, requests); empty: not known
 
     @property
     def long_running(self) -> bool:
@@ -209,6 +210,7 @@ SELECT {", ".join(_KEYS)},
        avg(req_body) AS request_body, avg(resp_body) AS response_body,
        COALESCE(avg(req_managed) FILTER (WHERE req_body IS NOT NULL), 0) AS request_managed,
        COALESCE(avg(resp_managed) FILTER (WHERE resp_body IS NOT NULL), 0) AS response_managed,
+       histogram(code) AS codes,
        min(first) AS first, max(last) AS last
 FROM requests
 GROUP BY ALL
@@ -240,7 +242,8 @@ def _classes(con: duckdb.DuckDBPyConnection, parts: list[pa.Table], unreadable: 
         classes.append(RequestClass(
             attrs, r["requests"], r["failed_authn"], r["panics"], int(r["events"]),
             int(r["bytes"]), float(r["meta_bytes"]), r["request_body"], r["response_body"],
-            float(r["request_managed"]), float(r["response_managed"])))
+            float(r["request_managed"]), float(r["response_managed"]),
+            tuple(sorted((int(k), int(v)) for k, v in (r["codes"] or {}).items()))))
         if r["first"] is not None and (first is None or r["first"] < first):
             first = r["first"]
         if r["last"] is not None and (last is None or r["last"] > last):
