@@ -296,4 +296,4 @@ def test_simulate_names_the_detection_rules_a_policy_would_blind(known: tuple[Pa
     assert blind["replicas"].needs == "Request" and "without the body" in blind["replicas"].reasons[0]
     assert "stages ResponseStarted are omitted" in blind["exec"].reasons[0]
     assert blind["secret-read"].blind == 1 and "level None by rules[0]" in blind["secret-read"].reasons[0]
-    assert [b.rule for b in simulate_policy(sloppy, traffic, detection_rules=rules).blind][0] == "replicas"
+    assert simulate_policy(sloppy, traffic, detection_rules=rules).blind[0].rule == "replicas"
