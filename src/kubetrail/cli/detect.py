@@ -286,6 +286,8 @@ def register(app: typer.Typer) -> None:
         for c in conversions:
             for problem in c.problems:
                 err_console.print(f"[yellow]{escape(c.source)}[/yellow]: {escape(problem)}")
+            for note in c.notes:
+                err_console.print(f"[dim]{escape(c.source)}: {escape(note)}[/dim]")
         text = to_yaml(conversions)
         if out is None:
             sys.stdout.write(text)
