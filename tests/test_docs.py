@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("fields.md", reference.fields_markdown),
     ("config.md", reference.config_markdown),
     ("cli.md", reference.cli_markdown),
+    ("sigma.md", reference.sigma_markdown),
 ])
 def test_generated_docs_are_current(name: str, render: object) -> None:
     committed = (ROOT / "docs" / name).read_text()
