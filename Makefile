@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# A day of a small cluster with attacks, ingested, then the first answers.
+# A day of a small cluster with attacks, ingested with detection, then the first answers.
 demo: install
 	@rm -rf $(DEMO)
 	@echo "== simulating a day of a 3-node cluster, with four attacks =="
 	@$(KT) simulate --duration 24h --nodes 3 --seed 7 --out $(DEMO)/audit.log \
 		--scenario exec-shell --scenario secrets-dump --scenario bind-cluster-admin \
 		--scenario brute-force
-	@echo; echo "== ingesting it into $(DEMO)/archive =="
-	@$(KT) --no-progress ingest $(DEMO)/audit.log --cluster demo
+	@echo; echo "== ingesting it into $(DEMO)/archive, with the detection rules =="
+	@$(KT) --no-progress ingest --detect $(DEMO)/audit.log --cluster demo
 	@echo; echo "== the archive =="; $(KT) stats
 	@echo; echo "== who talks to the API server most =="; $(KT) top users --limit 8
 	@echo; echo "== what people changed (kubectl users: *@*) =="
@@ -37,6 +37,10 @@ demo: install
 	@echo; echo "== denied requests =="; $(KT) top denied --limit 8
 	@echo; echo "== where failed logins (401) came from =="; $(KT) top source-ips --code 401 --limit 3
 	@echo; echo "== requests over the day =="; $(KT) timeline --bucket 2h
+	@echo; echo "== alerts raised while ingesting (medium and above) =="
+	@$(KT) alerts --severity medium --limit 25
+	@echo; echo "== is the audit policy any good? (the recommended one, linted) =="
+	@$(KT) policy recommend --out $(DEMO)/policy.yaml && $(KT) policy lint $(DEMO)/policy.yaml
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

@@ -308,3 +308,57 @@ def test_alert_shapes(tmp_path: Path) -> None:
     falco = alert.to_falco()
     assert falco["priority"] == "Warning" and falco["source"] == "k8s_audit"
     assert falco["output_fields"]["ka.user.name"] == "alice@example.com"
+
+
+def test_ingest_detect_stores_alerts_and_sends_them_to_the_configured_sinks(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for n in range(3) for e in pod_create(
+        n, privileged=True)))
+    rules = rules_file(tmp_path, [rule("priv", {"containers": {"securityContext.privileged": True}},
+                                       severity="high")])
+    sent = tmp_path / "sent.jsonl"
+    config = tmp_path / "kubetrail.yaml"
+    config.write_text(yaml.safe_dump({"alerts": {"min_severity": "medium", "sinks": [
+        {"type": "file", "path": str(sent)}]}}))
+    data = tmp_path / "data"
+    code, _, err = run_cli("--config", config, "--data-dir", data, "--no-progress", "ingest",
+                           "--detect", "--rules", rules, log)
+    assert code == 0, err
+    assert "alerts stored" in err
+    sent_rules = [json.loads(line)["rule"] for line in sent.read_text().splitlines()]
+    assert sent_rules.count("priv") == 3  # the pack's own rules may fire too
+    code, out, err = run_cli("--data-dir", data, "alerts", "--rule", "priv", "-o", "json")
+    assert code == 0 and len(out.splitlines()) == 3, err
+    code, out, _ = run_cli("--data-dir", data, "alerts", "--severity", "critical")
+    assert "no alerts" in out
+    # Ingesting the same file again stores nothing twice, so no alert is repeated.
+    run_cli("--config", config, "--data-dir", data, "--no-progress", "ingest", "--force",
+            "--detect", "--rules", rules, log)
+    assert len(sent.read_text().splitlines()) == len(sent_rules)
+
+
+def test_detect_cli_outputs_and_exit_codes(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    log = tmp_path / "audit.log"
+    log.write_text("".join(json.dumps(e) + "\n" for e in pod_create(1, privileged=True)))
+    rules = rules_file(tmp_path, [rule("priv", {"containers": {"securityContext.privileged": True}})])
+    args = ["detect", "--no-builtin", "--rules", rules, "--stateless"]
+    code, out, err = run_cli(*args, log, "-o", "json")
+    assert code == 0, err
+    alert = json.loads(out)
+    assert alert["rule"] == "priv" and alert["evidence"] == {}
+    code, out, _ = run_cli(*args, log, "-o", "falco")
+    assert json.loads(out)["output_fields"]["ka.target.name"] == "p1"
+    damaged = tmp_path / "damaged.log"
+    damaged.write_text(log.read_text() + "{not json\n")
+    code, out, err = run_cli(*args, damaged, "-o", "json")
+    assert code == 3 and json.loads(out)["rule"] == "priv" and "damaged.log:2" in err
+    code, _, err = run_cli(*args, tmp_path / "missing.log")
+    assert code == 1 and "missing.log" in err and "Traceback" not in err
+    bad_rules = tmp_path / "bad.yaml"
+    bad_rules.write_text("- rule: x\n  title: x\n  severity: urgent\n  condition: {verb: get}\n")
+    code, _, err = run_cli("detect", "--rules", bad_rules, log)
+    assert code == 1 and "bad.yaml:3" in err and "urgent" in err

@@ -44,6 +44,10 @@ class Settings:
     batch_events: int = field(default=50_000,
                               metadata={"help": "events buffered before a segment is written"})
     progress: bool = field(default=True, metadata={"help": "show progress bars on a terminal"})
+    alerts: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "alert sinks, minimum severity and suppression (file only; see "
+                          "docs/alerts.md)", "section": True})
     config_path: Path | None = field(default=None, metadata={"help": "the file that was loaded"})
 
     def replace(self, **changes: Any) -> Settings:
@@ -52,6 +56,9 @@ class Settings:
 
 _ENV_PREFIX = "KUBETRAIL_"
 _FILE_KEYS = {f.name for f in dataclasses.fields(Settings)} - {"config_path"}
+# Nested sections are read from the file only and validated by the code that uses them.
+_SECTIONS = {f.name for f in dataclasses.fields(Settings) if f.metadata.get("section")}
+_SCALAR_KEYS = _FILE_KEYS - _SECTIONS
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
@@ -129,8 +136,14 @@ def load_settings(
             if key not in _FILE_KEYS:
                 raise ConfigError(f"{loaded}: unknown setting {key!r}",
                                   hint="known settings: " + ", ".join(sorted(_FILE_KEYS)))
-            values[key] = _coerce(key, value, str(loaded))
-    for key in _FILE_KEYS:
+            if key in _SECTIONS:
+                if value is not None and not isinstance(value, dict):
+                    raise ConfigError(f"{loaded}: {key} must be a mapping, got {value!r}",
+                                      hint=f"write it as an indented `{key}:` block")
+                values[key] = value or {}
+            else:
+                values[key] = _coerce(key, value, str(loaded))
+    for key in _SCALAR_KEYS:
         raw = env.get(_ENV_PREFIX + key.upper())
         if raw is not None and raw != "":
             values[key] = _coerce(key, raw, _ENV_PREFIX + key.upper())
@@ -146,6 +159,9 @@ def settings_schema() -> dict[str, Any]:
     props = {}
     for f in dataclasses.fields(Settings):
         if f.name == "config_path":
+            continue
+        if f.name in _SECTIONS:
+            props[f.name] = {"type": "object", "description": f.metadata.get("help", "")}
             continue
         kind = next((v for k, v in kinds.items() if isinstance(f.default, k)), "string")
         props[f.name] = {"type": kind, "description": f.metadata.get("help", "")}

@@ -36,6 +36,9 @@ def config_markdown() -> str:
     for f in dataclasses.fields(Settings):
         if f.name == "config_path":
             continue
+        if f.metadata.get("section"):  # a nested block, read from the file only
+            lines.append(f"| `{f.name}:` (a section) | — | none | {f.metadata.get('help', '')} |")
+            continue
         default = "XDG data home (`~/.local/share/kubetrail`)" if f.name == "data_dir" \
             else f"`{f.default}`"
         lines.append(f"| `{f.name}` | `KUBETRAIL_{f.name.upper()}` | {default} | "

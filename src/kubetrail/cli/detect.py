@@ -111,14 +111,20 @@ def register(app: typer.Typer) -> None:
         Exit 0 when the input was read (alerts or not), 3 when part of it could not be read,
         1 on a fatal error."""
         from ..detect.run import detect_paths
+        from ..sinks import build_sinks
 
         printer = _Printer(output)
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         ruleset = _ruleset(rules, no_builtin)
         state = None if stateless else app_ctx.archive(create=True).state_dir / "detect-state.json"
-        report = detect_paths(paths, ruleset, printer, cluster=settings.cluster, fmt=fmt,
-                              state_path=state, rule_ids=rule)
+        with build_sinks(settings.alerts) as sinks:
+            def both(alert: Any) -> None:
+                printer(alert)
+                sinks.send(alert)
+
+            report = detect_paths(paths, ruleset, both, cluster=settings.cluster, fmt=fmt,
+                                  state_path=state, rule_ids=rule)
         printer.finish()
         _report_rejects(report)
         err_console.print(f"{report.events:,} events, {report.alerts:,} alerts")

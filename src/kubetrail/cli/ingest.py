@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,11 +48,14 @@ def _summary(report: IngestReport) -> None:
 class _Detector:
     """`ingest --detect`: the rules over each stored batch; alerts kept in the archive."""
 
-    def __init__(self, archive: Archive, rules: list[Path] | None) -> None:
+    def __init__(self, archive: Archive, rules: list[Path] | None,
+                 alerts: Mapping[str, Any]) -> None:
         from ..detect.engine import Engine
         from ..detect.rules import load_rules
+        from ..sinks import build_sinks
 
         self.archive = archive
+        self.sinks = build_sinks(alerts)
         self.engine = Engine(load_rules([str(p) for p in rules or ()]),
                              state_path=archive.state_dir / "detect-state.json")
         self.stored = self.severe = 0
@@ -62,6 +66,8 @@ class _Detector:
 
         self.stored += append_alerts(self.archive, alerts)
         self.severe += sum(a.severity in ("high", "critical") for a in alerts)
+        for alert in alerts:
+            self.sinks.send(alert)
 
     def process(self, rows: pa.Table) -> None:
         rows = rows.sort_by([("time", "ascending")])
@@ -71,8 +77,11 @@ class _Detector:
         self._keep(self.engine.process(rows))
 
     def close(self) -> None:
-        self._keep(self.engine.flush())
-        self.engine.close()
+        try:
+            self._keep(self.engine.flush())
+        finally:
+            self.engine.close()
+            self.sinks.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -107,7 +116,7 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         archive = app_ctx.archive(create=True)
-        detector = _Detector(archive, rules) if detect else None
+        detector = _Detector(archive, rules, settings.alerts) if detect else None
         on_rows = detector.process if detector else None
         if app_ctx.show_progress() and not json_summary:
             with Progress(SpinnerColumn(), TextColumn("ingesting"),
