@@ -209,7 +209,7 @@ class RuleSet:
 # -- reading files with line numbers ------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """SafeLoader that records where each mapping and list starts."""
 
 
@@ -248,9 +248,13 @@ def builtin_rule_files() -> list[Path]:
     return sorted(Path(str(p)) for p in pack.iterdir() if p.name.endswith((".yaml", ".yml")))
 
 
-def _read(path: Path, problems: list[tuple[str, str]]) -> list[Any]:
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read(path: Path, problems: list[tuple[str, str]], lines: bool) -> list[Any]:
+    loader = _LineLoader if lines else _FAST_LOADER
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except OSError as exc:
         problems.append((str(path), f"cannot read: {exc.strerror or exc}"))
         return []
@@ -331,9 +335,19 @@ def load_rules(paths: Iterable[str | Path] = (), *, builtin: bool = True) -> Rul
             files.append(path)
         else:
             problems.append((str(path), "no such file or directory"))
+    if problems:
+        raise RuleError(problems)
+    try:
+        return _load(files, lines=False)  # fast: the C parser, no positions
+    except RuleError:
+        return _load(files, lines=True)  # again, to say where each problem is (raises)
+
+
+def _load(files: list[Path], *, lines: bool) -> RuleSet:
+    problems: list[tuple[str, str]] = []
     entries: list[tuple[Path, Any]] = []
     for f in files:
-        entries += [(f, e) for e in _read(f, problems)]
+        entries += [(f, e) for e in _read(f, problems, lines)]
     if problems:
         raise RuleError(problems)
     return _merge(entries)
