@@ -73,8 +73,12 @@ def failed_login(n: int, ip: str, at_sec: int) -> list[dict[str, Any]]:
      """(COALESCE(("verb" IN ('create', 'update')), FALSE) AND COALESCE(("resource" = 'pods'), FALSE))"""),
     ({"code": {"gte": 400}}, """COALESCE((TRY_CAST("code" AS DOUBLE) >= 400.0), FALSE)"""),
     ({"user": {"glob": "system:*"}}, """COALESCE(((\"user\" GLOB 'system:*')), FALSE)"""),
-    ({"groups": "system:masters"},
-     """COALESCE((len(list_filter(COALESCE("groups", []), lambda v: (v = 'system:masters'))) > 0), FALSE)"""),
+    ({"groups": "system:masters"}, """COALESCE(list_has_any("groups", ['system:masters']), FALSE)"""),
+    ({"containers": {"image": {"glob": "*:latest"}}},
+     """(len(list_filter(COALESCE(kt_containers, []), lambda x1: COALESCE(("""
+     """len(list_filter(COALESCE((CASE WHEN json_type(x1, '$.image') = 'ARRAY' THEN """
+     """CAST(json_extract(x1, '$.image') AS VARCHAR[]) ELSE [json_extract_string(x1, '$.image')] """
+     """END), []), lambda v: ((v GLOB '*:latest')))) > 0), FALSE))) > 0)"""),
     ({"not": {"namespace": "kube-system"}}, """(NOT COALESCE(("namespace" = 'kube-system'), FALSE))"""),
     ({"name": "o'brien"}, """COALESCE(("name" = 'o''brien'), FALSE)"""),
 ])
@@ -83,7 +87,8 @@ def test_conditions_compile_to_stable_sql(condition: dict[str, Any], sql: str) -
 
 
 def test_containers_look_at_every_kind_and_every_template() -> None:
-    sql = compile_condition(parse_condition({"containers": {"securityContext.privileged": True}}))
+    from kubetrail.detect.condition import POD_PARTS_SQL as sql
+
     for path in ("$.requestObject.spec.containers[*]", "$.requestObject.spec.initContainers[*]",
                  "$.requestObject.spec.ephemeralContainers[*]",
                  "$.requestObject.spec.template.spec.containers[*]",
@@ -207,6 +212,16 @@ def test_ip_tests(tmp_path: Path) -> None:
     got = {(a.rule, a.source_ips[0]) for a in alerts}
     assert {ip for r, ip in got if r == "public"} == {"203.0.113.7", "8.8.8.8", "2001:db8::5"}
     assert {ip for r, ip in got if r == "corp"} == {"10.1.2.3", "2001:db8::5"}
+    chain = ruleset(tmp_path, rule("via-proxy", {"source_ips": {"cidr": ["10.0.0.0/8", "fd00::/8"]}}),
+                    rule("any-public", {"source_ips": {"public": True}}))
+    events = [e for n, ips in enumerate([("203.0.113.1", "10.0.0.9"), ("192.168.0.1",),
+                                         ("fd00::7", "172.16.0.1"), ()])
+              for e in request_events(audit_id(n), at=T0, verb="get", uri="/api/v1/pods",
+                                      user=ALICE, source_ips=ips,
+                                      object_ref={"resource": "pods", "apiVersion": "v1"})]
+    fired = {(a.rule, a.source_ips[0] if a.source_ips else None) for a in run(chain, events)}
+    assert fired == {("via-proxy", "203.0.113.1"), ("via-proxy", "fd00::7"),
+                     ("any-public", "203.0.113.1")}
 
 
 def test_threshold_fires_once_per_burst_with_group_count_and_window(tmp_path: Path) -> None:

@@ -45,6 +45,9 @@ def _summary(report: IngestReport) -> None:
             err_console.print(f"  {n:>8,}  {reason}", markup=False, highlight=False)
 
 
+_DETECT_BATCH = 100_000
+
+
 class _Detector:
     """`ingest --detect`: the rules over each stored batch; alerts kept in the archive."""
 
@@ -60,6 +63,8 @@ class _Detector:
                              state_path=archive.state_dir / "detect-state.json")
         self.stored = self.severe = 0
         self._started = False
+        self._pending: list[pa.Table] = []
+        self._rows = 0
 
     def _keep(self, alerts: list[Any]) -> None:
         from ..detect.store import append_alerts
@@ -70,7 +75,18 @@ class _Detector:
             self.sinks.send(alert)
 
     def process(self, rows: pa.Table) -> None:
-        rows = rows.sort_by([("time", "ascending")])
+        # The rules run on large batches: planning their query costs about as much as
+        # running it over a hundred thousand events.
+        self._pending.append(rows)
+        self._rows += rows.num_rows
+        if self._rows >= _DETECT_BATCH:
+            self._run()
+
+    def _run(self) -> None:
+        if not self._pending:
+            return
+        rows = pa.concat_tables(self._pending).sort_by([("time", "ascending")])
+        self._pending, self._rows = [], 0
         if not self._started and rows.num_rows:
             self.engine.note_time(rows.column("time")[0].as_py())
             self._started = True
@@ -78,6 +94,7 @@ class _Detector:
 
     def close(self) -> None:
         try:
+            self._run()
             self._keep(self.engine.flush())
         finally:
             self.engine.close()

@@ -39,8 +39,8 @@ from typing import Any
 from ..errors import KubetrailError
 from ..events.row import COLUMNS
 
-__all__ = ["COLUMN_FIELDS", "OPERATORS", "CompileError", "Condition", "compile_condition",
-           "compile_possible", "parse_condition"]
+__all__ = ["COLUMN_FIELDS", "OPERATORS", "POD_PARTS_SQL", "CompileError", "Condition",
+           "compile_condition", "compile_possible", "parse_condition"]
 
 OPERATORS = ("eq", "ne", "in", "not_in", "glob", "regex", "contains", "startswith", "endswith",
              "exists", "cidr", "public", "gt", "gte", "lt", "lte")
@@ -285,17 +285,11 @@ class _Compiler:
 
     def array(self, source: str, scope: str | None) -> str:
         """A JSON[] expression for a quantifier's source."""
-        if source == "containers":
-            paths = [f"$.requestObject.{spec}.{kind}[*]" for spec in _POD_SPECS
-                     for kind in _CONTAINER_KINDS]
-        elif source == "volumes":
-            paths = [f"$.requestObject.{spec}.volumes[*]" for spec in _POD_SPECS]
-        else:
-            base = scope if scope else "event"
-            path = _json_path(source) if scope else _root_path(source)
-            return f"COALESCE(json_extract({base}, '{path}[*]'), [])"
-        return "list_concat(" + ", ".join(
-            f"COALESCE(json_extract(event, '{p}'), [])" for p in paths) + ")"
+        if source in ("containers", "volumes") and scope is None:
+            return f"COALESCE(kt_{source}, [])"  # gathered once per batch (see POD_PARTS_SQL)
+        base = scope if scope else "event"
+        path = _json_path(source) if scope else _root_path(source)
+        return f"COALESCE(json_extract({base}, '{path}[*]'), [])"
 
     def values_expr(self, field: str, scope: str | None) -> tuple[str, bool]:
         """(SQL expression, is it a list) for the values of `field`."""
@@ -329,6 +323,10 @@ class _Compiler:
                 test = f"json_extract(event, '{_root_path(field)}') IS NOT NULL"
             return test if arg else f"NOT ({test})"
         numeric = field in _NUMERIC_COLUMNS and scope is None
+        if field == "source_ips" and scope is None and op in ("cidr", "public"):
+            return _source_ips_sql(op, arg)
+        if is_list and scope is None and field in _LIST_COLUMNS and op in ("in", "eq"):
+            return f"list_has_any({expr}, [{', '.join(_quote(x) for x in arg)}])"
         test = self.test(op, arg, "v" if is_list else expr, numeric)
         if is_list:
             if op in ("ne", "not_in"):  # no element equal to any of the values
@@ -368,7 +366,7 @@ class _Compiler:
         if op == "cidr":
             return "(" + " OR ".join(_cidr_sql(str(x), v) for x in arg) + ")"
         if op == "public":
-            test = f"kt_ip_public({v})"
+            test = "kt_source_ip_public" if v == '"source_ip"' else f"kt_ip_public({v})"
             return test if arg else f"(NOT {test})"
         raise CompileError(f"operator {op!r} cannot be compiled")
 
@@ -377,18 +375,52 @@ def _is_int(x: Any) -> bool:
     return (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, str) and x.isdigit())
 
 
+def _source_ips_sql(op: str, arg: Any) -> str:
+    """CIDR and public tests on the address chain, over the forms computed per batch."""
+    if op == "public":
+        return f"list_has_any(kt_source_ips_public, [{'true' if arg else 'false'}])"
+    tests = []
+    for value in arg:
+        net = ipaddress.ip_network(str(value), strict=False)
+        if net.version == 4:
+            lo, hi = int(net.network_address), int(net.broadcast_address)
+            tests.append(f"len(list_filter(kt_source_ips_v4, lambda n: n BETWEEN {lo} AND {hi})) > 0")
+        else:
+            cond = _cidr_sql(str(value), "h").replace("kt_ip6_hex(h)", "h")
+            tests.append(f"len(list_filter(kt_source_ips_v6, lambda h: {cond})) > 0")
+    return "(" + " OR ".join(tests) + ")"
+
+
 def _cidr_sql(value: str, ip: str) -> str:
+    # The client address has its forms computed once per batch (Engine adds the columns).
+    v4, v6 = (("kt_source_ip_v4", "kt_source_ip_v6") if ip == '"source_ip"'
+              else (f"kt_ip4_int({ip})", f"kt_ip6_hex({ip})"))
     net = ipaddress.ip_network(value, strict=False)
     if net.version == 4:
         lo, hi = int(net.network_address), int(net.broadcast_address)
-        return f"(kt_ip4_int({ip}) BETWEEN {lo} AND {hi})"
+        return f"({v4} BETWEEN {lo} AND {hi})"
     hexdigits = net.network_address.exploded.replace(":", "")
     whole, rem = divmod(net.prefixlen, 4)
-    cond = f"starts_with(kt_ip6_hex({ip}), '{hexdigits[:whole]}')"
+    cond = f"starts_with({v6}, '{hexdigits[:whole]}')"
     if rem:
-        cond += (f" AND (('0x' || substr(kt_ip6_hex({ip}), {whole + 1}, 1))::INTEGER "
+        cond += (f" AND (('0x' || substr({v6}, {whole + 1}, 1))::INTEGER "
                  f">> {4 - rem}) = {int(hexdigits[whole], 16) >> (4 - rem)}")
     return f"({cond})"
+
+
+def _gather(kinds: Sequence[str]) -> str:
+    return "list_concat(" + ", ".join(
+        f"COALESCE(json_extract(event, '$.requestObject.{spec}.{kind}[*]'), [])"
+        for spec in _POD_SPECS for kind in kinds) + ")"
+
+
+#: The columns `containers` and `volumes` read, gathered once per batch from the request
+#: bodies of pods and pod templates (only events that carry a body).
+POD_PARTS_SQL = (
+    f"CASE WHEN level IN ('Request', 'RequestResponse') THEN {_gather(_CONTAINER_KINDS)} END "
+    "AS kt_containers, "
+    f"CASE WHEN level IN ('Request', 'RequestResponse') THEN {_gather(('volumes',))} END "
+    "AS kt_volumes")
 
 
 def compile_condition(condition: Condition) -> str:

@@ -10,6 +10,7 @@ restarts. A request is alerted once per rule even when several of its stages mat
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections import OrderedDict, deque
@@ -22,14 +23,18 @@ from urllib.parse import parse_qsl
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import StoreError
+from ..events.row import SCHEMA
 from ..query.filters import IP6_HEX_MACRO
 from ..store.archive import connection
 from .alert import Alert, Suppressor, render_message
+from .condition import POD_PARTS_SQL
 from .rules import Rule, RuleSet
 
-__all__ = ["MACROS_SQL", "Engine", "evidence_of", "hunt_batches"]
+__all__ = ["MACROS_SQL", "Engine", "create_batch_table", "evidence_of", "hunt_batches",
+           "with_ip_columns"]
 
 _PRIVATE_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
                "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
@@ -37,8 +42,6 @@ _PRIVATE_V6 = ("::", "::1", "fc", "fd", "fe8", "fe9", "fea", "feb", "ff")
 
 
 def _v4_ranges() -> str:
-    import ipaddress
-
     parts = []
     for net in _PRIVATE_V4:
         n = ipaddress.ip_network(net)
@@ -70,6 +73,65 @@ _ROW_FIELDS = ("time", "cluster", "audit_id", "stage", "verb", "user", "groups",
                "subresource", "api_group", "namespace", "name", "source_ips", "source_ip",
                "user_agent", "code", "decision", "reason", "command", "container",
                "impersonated_user", "request_uri", "level", "sa_namespace", "sa_name", "event")
+
+
+_PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in (
+    *_PRIVATE_V4, "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"))
+
+
+def _ip_forms(ip: str | None) -> tuple[bool | None, int | None, str | None]:
+    """(public, IPv4 as an integer, IPv6 as 32 hex digits) of one address."""
+    if not ip:
+        return None, None, None
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None, None, None
+    public = not any(addr in net for net in _PRIVATE_NETS if net.version == addr.version)
+    if addr.version == 4:
+        return public, int(addr), None
+    return public, None, addr.exploded.replace(":", "")
+
+
+def with_ip_columns(rows: pa.Table) -> pa.Table:
+    """`rows` plus each client address classified once per distinct value (public, IPv4 as
+    an integer, IPv6 as hex digits), for `source_ip` and every address of `source_ips`:
+    rules test them on every row, Python's ipaddress does it once per address."""
+    single = rows.column("source_ip").combine_chunks()
+    chain = rows.column("source_ips").combine_chunks()
+    flat = pc.list_flatten(chain)
+    distinct = pc.unique(pa.concat_arrays([single.cast(pa.string()), flat.cast(pa.string())]))
+    forms = [_ip_forms(ip) for ip in distinct.to_pylist()]
+    public = pa.array([f[0] for f in forms], pa.bool_())
+    v4 = pa.array([f[1] for f in forms], pa.int64())
+    v6 = pa.array([f[2] for f in forms], pa.string())
+    at = pc.index_in(single, value_set=distinct)
+    flat_at = pc.index_in(flat, value_set=distinct)
+    offsets = chain.offsets if len(chain) else pa.array([0], pa.int32())
+    mask = chain.is_null()
+
+    def listed(values: pa.Array) -> pa.Array:
+        return pa.ListArray.from_arrays(offsets, values.take(flat_at), mask=mask)
+
+    return (rows.append_column("kt_source_ip_public", public.take(at))
+            .append_column("kt_source_ip_v4", v4.take(at))
+            .append_column("kt_source_ip_v6", v6.take(at))
+            .append_column("kt_source_ips_public", listed(public))
+            .append_column("kt_source_ips_v4", listed(v4))
+            .append_column("kt_source_ips_v6", listed(v6)))
+
+
+def _batch_table(rows: pa.Table) -> pa.Table:
+    """What the rules run over: the archive columns, the client address's forms, a row id."""
+    return with_ip_columns(rows).append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
+
+
+def create_batch_table(con: duckdb.DuckDBPyConnection) -> None:
+    """The (empty) table `batch` that compiled rules read: the archive columns, the client
+    address's forms, the pods' containers and volumes, and a row id."""
+    con.register("kt_empty", _batch_table(SCHEMA.empty_table()))
+    con.execute(f"CREATE TEMP TABLE batch AS SELECT *, {POD_PARTS_SQL} FROM kt_empty")
+    con.unregister("kt_empty")
 
 
 def _json_get(doc: Any, path: str) -> Any:
@@ -167,6 +229,12 @@ class Engine:
         self._con = connection(ordered=True)
         for macro in MACROS_SQL:
             self._con.execute(macro)
+        if self._sql is not None:
+            # Planning a query of a hundred rules takes far longer than running it on a
+            # batch, so it is planned once over a table that each batch refills.
+            create_batch_table(self._con)
+            self._con.execute(f"PREPARE kt_detect AS SELECT b, rid FROM ({self._sql}) "
+                              "ORDER BY rid, b")
         self._state = _StateStore(state_path)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._suppressor = Suppressor()
@@ -191,15 +259,16 @@ class Engine:
         """Alerts for a batch of rows (in time order within the batch)."""
         if self._sql is None or not rows.num_rows:
             return []
-        batch = rows.append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
-        self._con.register("batch", batch)
+        batch = _batch_table(rows.select(SCHEMA.names).cast(SCHEMA))
         try:
-            hits = self._con.sql(f"SELECT b, rid FROM ({self._sql}) ORDER BY rid, b").fetchall()
+            self._con.register("kt_incoming", batch)
+            self._con.execute("DELETE FROM batch")
+            self._con.execute(f"INSERT INTO batch SELECT *, {POD_PARTS_SQL} FROM kt_incoming")
+            self._con.unregister("kt_incoming")
+            hits = self._con.execute("EXECUTE kt_detect").fetchall()
         except duckdb.Error as exc:
             raise StoreError(f"a detection rule could not run: {exc}",
                              hint="`kubetrail rules validate` names the rule") from None
-        finally:
-            self._con.unregister("batch")
         if not hits:
             return []
         self.matched += len(hits)
@@ -357,7 +426,7 @@ class Engine:
 
 
 def hunt_batches(con: duckdb.DuckDBPyConnection, where: str, params: list[Any],
-                 batch: int = 50_000) -> Iterable[pa.Table]:
+                 batch: int = 100_000) -> Iterable[pa.Table]:
     """Archive rows in time order, in batches (for retro-hunting)."""
     relation = con.sql(f"SELECT * FROM events WHERE {where} ORDER BY time, audit_id, stage",
                        params=params)

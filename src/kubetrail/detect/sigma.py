@@ -42,10 +42,10 @@ import jsonschema
 import yaml
 
 from ..errors import KubetrailError
-from ..events.row import SCHEMA, STAGES
+from ..events.row import STAGES
 from ..store.archive import connection
 from .condition import CompileError, compile_condition, parse_condition
-from .engine import MACROS_SQL
+from .engine import MACROS_SQL, create_batch_table
 from .rules import RULE_SCHEMA
 
 try:  # pySigma is optional: only importing Sigma rules needs it
@@ -498,7 +498,7 @@ class _Checker:
             self.con = connection(ordered=True)
             for macro in MACROS_SQL:
                 self.con.execute(macro)
-            self.con.register("batch", SCHEMA.empty_table())
+            create_batch_table(self.con)
         return self.con
 
     def regex(self, pattern: str) -> str | None:
