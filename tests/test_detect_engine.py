@@ -377,3 +377,14 @@ def test_detect_cli_outputs_and_exit_codes(tmp_path: Path) -> None:
     bad_rules.write_text("- rule: x\n  title: x\n  severity: urgent\n  condition: {verb: get}\n")
     code, _, err = run_cli("detect", "--rules", bad_rules, log)
     assert code == 1 and "bad.yaml:3" in err and "urgent" in err
+
+
+def test_an_empty_allow_list_matches_nothing(tmp_path: Path) -> None:
+    rs = ruleset(tmp_path, {"list": "trusted", "items": []},
+                 rule("in-empty", {"user": {"glob": {"list": "trusted"}}}),
+                 rule("outside-empty", {"verb": "create", "user": {"not_in": {"list": "trusted"}}}),
+                 rule("images", {"verb": "create"},
+                      exceptions={"images": ["nginx*", "busybox"]}))
+    assert sorted(a.rule for a in run(rs, pod_create(1))) == ["outside-empty"]
+    assert sorted(a.rule for a in run(rs, pod_create(2, image="evil/miner", kind="initContainers"))) \
+        == ["images", "outside-empty"]

@@ -182,7 +182,7 @@ class _Parser:
     def compare(self, field: str, value: Any, where: str) -> tuple[Any, ...]:
         if not isinstance(value, Mapping) or set(value) == {"list"}:
             vals = self.values(value, where)
-            return ("cmp", field, "in", vals)
+            return ("cmp", field, "in", vals) if vals else ("const", False)
         parts = []
         for op, arg in value.items():
             at = f"{where}.{op}"
@@ -194,8 +194,9 @@ class _Parser:
                 parts.append(("cmp", field, op, arg))
                 continue
             vals = self.values(arg, at)
-            if not vals:
-                raise self.fail(at, "an empty list of values")
+            if not vals:  # e.g. an allow-list left empty: nothing is in it
+                parts.append(("const", op in ("ne", "not_in")))
+                continue
             if op == "regex":
                 for v in vals:
                     try:
@@ -269,6 +270,8 @@ class _Compiler:
             return f"(NOT {self.compile(node[1], scope)})"
         if kind == "quant":
             return self.quantifier(node, scope)
+        if kind == "const":
+            return "TRUE" if node[1] else "FALSE"
         return f"COALESCE({self.comparison(node, scope)}, FALSE)"
 
     def quantifier(self, node: tuple[Any, ...], scope: str | None) -> str:

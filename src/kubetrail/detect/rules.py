@@ -436,8 +436,7 @@ def _exceptions_sql(exc: Mapping[str, Sequence[str]]) -> str | None:
     if exc.get("source_ips"):
         parts.append({"source_ip": {"cidr": list(exc["source_ips"])}})
     if exc.get("images"):  # every container's image is allowed
-        parts.append({"every": {"path": "requestObject.spec.containers",
-                                "match": {"image": glob(exc["images"])}}})
+        parts.append({"every": {"path": "containers", "match": {"image": glob(exc["images"])}}})
     if not parts:
         return None
     return compile_condition(parse_condition({"any": parts}, where="exceptions"))

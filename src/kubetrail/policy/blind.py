@@ -51,6 +51,8 @@ def _reads(node: tuple[Any, ...], out: set[str]) -> None:
             _reads(n, out)
     elif kind == "not":
         _reads(node[1], out)
+    elif kind == "const":
+        return
     elif kind == "quant":
         source = node[2]
         out.add("requestObject" if source in ("containers", "volumes") else source)
