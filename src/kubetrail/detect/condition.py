@@ -256,6 +256,10 @@ class _Compiler:
     def __init__(self, known: frozenset[str] | None = None) -> None:
         self.depth = 0
         self.known = known  # relaxed mode: only these fields are tested, the rest is NULL
+        # Under a NOT a missing value (NULL) must count as false before it is negated; outside
+        # one, NULL already acts as false in a filter, and a bare comparison lets DuckDB
+        # push it into the scan.
+        self.negated = 0
 
     def compile(self, node: tuple[Any, ...], scope: str | None) -> str:
         kind = node[0]
@@ -267,18 +271,25 @@ class _Compiler:
         if kind == "or":
             return "(" + " OR ".join(self.compile(n, scope) for n in node[1]) + ")"
         if kind == "not":
-            return f"(NOT {self.compile(node[1], scope)})"
+            self.negated += 1
+            inner = self.compile(node[1], scope)
+            self.negated -= 1
+            return f"(NOT {inner})"
         if kind == "quant":
             return self.quantifier(node, scope)
         if kind == "const":
             return "TRUE" if node[1] else "FALSE"
-        return f"COALESCE({self.comparison(node, scope)}, FALSE)"
+        if self.negated or self.known is not None:
+            return f"COALESCE({self.comparison(node, scope)}, FALSE)"
+        return self.comparison(node, scope)
 
     def quantifier(self, node: tuple[Any, ...], scope: str | None) -> str:
         _, how, source, inner = node
         self.depth += 1
         var = f"x{self.depth}"
+        self.negated += how == "every"  # every = no element fails
         body = self.compile(inner, var)
+        self.negated -= how == "every"
         self.depth -= 1
         items = self.array(source, scope)
         if how == "every":
