@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("config.md", reference.config_markdown),
     ("cli.md", reference.cli_markdown),
     ("sigma.md", reference.sigma_markdown),
+    ("pack.md", reference.pack_markdown),
 ])
 def test_generated_docs_are_current(name: str, render: object) -> None:
     committed = (ROOT / "docs" / name).read_text()

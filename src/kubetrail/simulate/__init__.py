@@ -29,3 +29,4 @@ __all__ = [
     "simulate",
     "write_simulation",
 ]
+from . import more_scenarios  # noqa: F401  (registers its scenarios)
