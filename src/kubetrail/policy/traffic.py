@@ -137,11 +137,13 @@ _SLIM_SHAPE = (
 )
 
 _RAW_EVENT_SQL = f"""
--- MATERIALIZED: inlined, the parse would be repeated for the fields (measured 3x slower)
-WITH parsed AS MATERIALIZED (
+-- No WHERE on `e`: a filter pushed below this projection would parse every event again
+-- (measured 1.5x slower). Rows without an auditID get a NULL rid and are dropped after.
+WITH parsed AS (
     SELECT cluster, TRY(json_transform(text, '{_SLIM_SHAPE}')) AS e, strlen(text) + 1 AS size
     FROM raw)
-SELECT hash(cluster, e.auditID) AS rid, TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ) AS "time",
+SELECT CASE WHEN e.auditID <> '' THEN hash(cluster, e.auditID) END AS rid,
+       TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ) AS "time",
        ((e."user".username IS NOT NULL AND e."user".username <> '')
         OR len(COALESCE(e."user".groups, [])) > 0) AS has_user,
        COALESCE(e."user".username, '') AS username, COALESCE(e."user".groups, []) AS groups,
@@ -159,7 +161,6 @@ SELECT hash(cluster, e.auditID) AS rid, TRY_CAST(e.stageTimestamp AS TIMESTAMPTZ
        CASE WHEN e.level IN ('Request', 'RequestResponse') THEN e.requestObject END AS req_obj,
        CASE WHEN e.level = 'RequestResponse' THEN e.responseObject END AS resp_obj, size
 FROM parsed
-WHERE e.auditID <> ''
 """
 
 # Per request (or the part of a request inside one batch: merged again by _CLASS_SQL).
@@ -289,6 +290,7 @@ def traffic_from_files(paths: Sequence[str], *, cluster: str = "default", fmt: s
             part = con.sql(_REQUEST_SQL.format(events=_RAW_EVENT_SQL)).to_arrow_table()
         finally:
             con.unregister("raw")
+        part = part.filter(pc.is_valid(part.column("rid")))
         rejected[0] += raw.num_rows - (pc.sum(part.column("events")).as_py() or 0)  # no auditID
         return part
 
