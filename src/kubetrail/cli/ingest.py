@@ -62,7 +62,6 @@ class _Detector:
         self.engine = Engine(load_rules([str(p) for p in rules or ()]),
                              state_path=archive.state_dir / "detect-state.json")
         self.stored = self.severe = 0
-        self._started = False
         self._pending: list[pa.Table] = []
         self._rows = 0
 
@@ -87,9 +86,6 @@ class _Detector:
             return
         rows = pa.concat_tables(self._pending).sort_by([("time", "ascending")])
         self._pending, self._rows = [], 0
-        if not self._started and rows.num_rows:
-            self.engine.note_time(rows.column("time")[0].as_py())
-            self._started = True
         self._keep(self.engine.process(rows))
 
     def close(self) -> None:

@@ -238,6 +238,7 @@ class Engine:
         self._state = _StateStore(state_path)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._suppressor = Suppressor()
+        self._started = False
         self.matched = 0
 
     @property
@@ -259,6 +260,9 @@ class Engine:
         """Alerts for a batch of rows (in time order within the batch)."""
         if self._sql is None or not rows.num_rows:
             return []
+        if not self._started:  # first-seen baselines start with the first event seen
+            self.note_time(pc.min(rows.column("time")).as_py())
+            self._started = True
         batch = _batch_table(rows.select(SCHEMA.names).cast(SCHEMA))
         try:
             self._con.register("kt_incoming", batch)
@@ -364,8 +368,8 @@ class Engine:
         return is_new and now - start >= baseline
 
     def note_time(self, t: datetime) -> None:
-        """Start the baselines of first-seen rules at the first event the engine sees (not
-        the first match), so that learning covers all traffic."""
+        """Start the baselines of first-seen rules at `t` (process() does it with the first
+        batch it sees, not the first match, so that learning covers all traffic)."""
         now = t.timestamp()
         for rule in self.rules:
             if rule.state is not None and rule.state.kind == "new_term":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,24 @@ def _normalised(batches: Iterator[pa.Table], report: DetectReport) -> Iterator[p
         con.close()
 
 
+def _counted(batches: Iterator[pa.Table], report: DetectReport) -> Iterator[pa.Table]:
+    for rows in batches:
+        report.events += rows.num_rows
+        yield rows
+
+
+def _drain(engine: Engine, batches: Iterable[pa.Table], on_alert: AlertFn,
+           report: DetectReport) -> None:
+    """Every batch through the engine, then what suppression held back."""
+    for rows in batches:
+        for alert in engine.process(rows):
+            report.alerts += 1
+            on_alert(alert)
+    for alert in engine.flush():
+        report.alerts += 1
+        on_alert(alert)
+
+
 def detect_paths(paths: Sequence[str], ruleset: RuleSet, on_alert: AlertFn, *,
                  cluster: str = "default", fmt: str = "auto", state_path: Path | None = None,
                  rule_ids: Sequence[str] | None = None, batch_events: int = 100_000
@@ -61,19 +79,10 @@ def detect_paths(paths: Sequence[str], ruleset: RuleSet, on_alert: AlertFn, *,
     over a hundred thousand events."""
     report = DetectReport()
     with Engine(ruleset, state_path=state_path, rule_ids=rule_ids) as engine:
-        first = True
-        for rows in _normalised(read_batches(paths, cluster=cluster, fmt=fmt,
-                                             batch_events=batch_events,
-                                             rejects=report.rejects), report):
-            if first:
-                engine.note_time(rows.column("time")[0].as_py())
-                first = False
-            for alert in engine.process(rows):
-                report.alerts += 1
-                on_alert(alert)
-        for alert in engine.flush():
-            report.alerts += 1
-            on_alert(alert)
+        _drain(engine, _normalised(read_batches(paths, cluster=cluster, fmt=fmt,
+                                                batch_events=batch_events,
+                                                rejects=report.rejects), report),
+               on_alert, report)
     return report
 
 
@@ -86,18 +95,7 @@ def hunt(archive: Archive, ruleset: RuleSet, on_alert: AlertFn, *,
     con = archive.connect()
     try:
         with Engine(ruleset, rule_ids=rule_ids) as engine:
-            first = True
-            for rows in hunt_batches(con, where, params):
-                report.events += rows.num_rows
-                if first:
-                    engine.note_time(rows.column("time")[0].as_py())
-                    first = False
-                for alert in engine.process(rows):
-                    report.alerts += 1
-                    on_alert(alert)
-            for alert in engine.flush():
-                report.alerts += 1
-                on_alert(alert)
+            _drain(engine, _counted(hunt_batches(con, where, params), report), on_alert, report)
     finally:
         con.close()
     return report

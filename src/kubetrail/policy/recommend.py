@@ -45,6 +45,16 @@ PROFILES = ("baseline", "strict")
 _WRITES = ["create", "update", "patch", "delete", "deletecollection"]
 _CONTROL_PLANE = ["system:kube-controller-manager", "system:kube-scheduler",
                   "system:cloud-controller-manager"]
+# Who may do what (RBAC) and what admission hooks and policies run.
+_ACCESS_CONTROL = [{"group": "rbac.authorization.k8s.io"},
+                   {"group": "admissionregistration.k8s.io"}]
+# What runs: pods (and debug containers) and every controller that makes them.
+_WORKLOADS = [
+    {"group": "", "resources": ["pods", "pods/ephemeralcontainers", "replicationcontrollers"]},
+    {"group": "apps", "resources": ["deployments", "daemonsets", "statefulsets", "replicasets",
+                                    "deployments/scale", "statefulsets/scale",
+                                    "replicasets/scale"]},
+    {"group": "batch", "resources": ["jobs", "cronjobs"]}]
 _EVENTS = [{"group": "", "resources": ["events"]}, {"group": "events.k8s.io", "resources": ["events"]}]
 
 
@@ -75,35 +85,19 @@ _RULES: tuple[_Entry, ...] = (
     _Entry(("baseline",),
            "Changes to who may do what (RBAC) and to admission webhooks and policies: keep the "
            "request body, so an investigation sees exactly which permission or hook was added.",
-           {"level": "Request", "verbs": _WRITES, "resources": [
-               {"group": "rbac.authorization.k8s.io"},
-               {"group": "admissionregistration.k8s.io"}]}),
+           {"level": "Request", "verbs": _WRITES, "resources": _ACCESS_CONTROL}),
     _Entry(("strict",),
            "Changes to who may do what (RBAC) and to admission webhooks and policies: keep the "
            "request and the stored result, so an investigation sees exactly what was granted.",
-           {"level": "RequestResponse", "verbs": _WRITES, "resources": [
-               {"group": "rbac.authorization.k8s.io"},
-               {"group": "admissionregistration.k8s.io"}]}),
+           {"level": "RequestResponse", "verbs": _WRITES, "resources": _ACCESS_CONTROL}),
     _Entry(("baseline",),
            "Workload changes (what runs, with which image, privileges and mounts), including "
            "debug containers and scaling: keep the request body.",
-           {"level": "Request", "verbs": _WRITES, "resources": [
-               {"group": "", "resources": ["pods", "pods/ephemeralcontainers",
-                                           "replicationcontrollers"]},
-               {"group": "apps", "resources": ["deployments", "daemonsets", "statefulsets",
-                                               "replicasets", "deployments/scale",
-                                               "statefulsets/scale", "replicasets/scale"]},
-               {"group": "batch", "resources": ["jobs", "cronjobs"]}]}),
+           {"level": "Request", "verbs": _WRITES, "resources": _WORKLOADS}),
     _Entry(("strict",),
            "Workload changes (what runs, with which image, privileges and mounts), including "
            "debug containers and scaling: keep the request and the object as stored.",
-           {"level": "RequestResponse", "verbs": _WRITES, "resources": [
-               {"group": "", "resources": ["pods", "pods/ephemeralcontainers",
-                                           "replicationcontrollers"]},
-               {"group": "apps", "resources": ["deployments", "daemonsets", "statefulsets",
-                                               "replicasets", "deployments/scale",
-                                               "statefulsets/scale", "replicasets/scale"]},
-               {"group": "batch", "resources": ["jobs", "cronjobs"]}]}),
+           {"level": "RequestResponse", "verbs": _WRITES, "resources": _WORKLOADS}),
     _Entry(("strict",),
            "Kubelets report node and pod status all day; the request shows what changed, the "
            "response would only repeat the whole object.",
