@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -17,6 +16,9 @@ from ..ingest import IngestReport, ingest
 from ..store.archive import Archive
 from .context import app_context
 from .output import console, err_console
+
+if TYPE_CHECKING:
+    from ..detect.live import LiveDetector
 
 
 def _summary(report: IngestReport) -> None:
@@ -45,56 +47,13 @@ def _summary(report: IngestReport) -> None:
             err_console.print(f"  {n:>8,}  {reason}", markup=False, highlight=False)
 
 
-_DETECT_BATCH = 100_000
+def _detector(archive: Archive, rules: list[Path] | None, alerts: Mapping[str, Any]
+              ) -> LiveDetector:
+    from ..detect.live import LiveDetector
+    from ..detect.rules import load_rules
+    from ..sinks import build_sinks
 
-
-class _Detector:
-    """`ingest --detect`: the rules over each stored batch; alerts kept in the archive."""
-
-    def __init__(self, archive: Archive, rules: list[Path] | None,
-                 alerts: Mapping[str, Any]) -> None:
-        from ..detect.engine import Engine
-        from ..detect.rules import load_rules
-        from ..sinks import build_sinks
-
-        self.archive = archive
-        self.sinks = build_sinks(alerts)
-        self.engine = Engine(load_rules([str(p) for p in rules or ()]),
-                             state_path=archive.state_dir / "detect-state.json")
-        self.stored = self.severe = 0
-        self._pending: list[pa.Table] = []
-        self._rows = 0
-
-    def _keep(self, alerts: list[Any]) -> None:
-        from ..detect.store import append_alerts
-
-        self.stored += append_alerts(self.archive, alerts)
-        self.severe += sum(a.severity in ("high", "critical") for a in alerts)
-        for alert in alerts:
-            self.sinks.send(alert)
-
-    def process(self, rows: pa.Table) -> None:
-        # The rules run on large batches: planning their query costs about as much as
-        # running it over a hundred thousand events.
-        self._pending.append(rows)
-        self._rows += rows.num_rows
-        if self._rows >= _DETECT_BATCH:
-            self._run()
-
-    def _run(self) -> None:
-        if not self._pending:
-            return
-        rows = pa.concat_tables(self._pending).sort_by([("time", "ascending")])
-        self._pending, self._rows = [], 0
-        self._keep(self.engine.process(rows))
-
-    def close(self) -> None:
-        try:
-            self._run()
-            self._keep(self.engine.flush())
-        finally:
-            self.engine.close()
-            self.sinks.close()
+    return LiveDetector(archive, load_rules([str(p) for p in rules or ()]), build_sinks(alerts))
 
 
 def register(app: typer.Typer) -> None:
@@ -129,8 +88,8 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         archive = app_ctx.archive(create=True)
-        detector = _Detector(archive, rules, settings.alerts) if detect else None
-        on_rows = detector.process if detector else None
+        detector = _detector(archive, rules, settings.alerts) if detect else None
+        on_rows = detector.submit if detector else None
         if app_ctx.show_progress() and not json_summary:
             with Progress(SpinnerColumn(), TextColumn("ingesting"),
                           TextColumn("{task.completed:,.0f} events"),

@@ -10,17 +10,20 @@ restarts. A request is alerted once per rule even when several of its stages mat
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +33,8 @@ from ..events.row import SCHEMA
 from ..query.filters import IP6_HEX_MACRO
 from ..store.archive import connection
 from .alert import Alert, Suppressor, render_message
-from .condition import POD_PARTS_SQL
+from .classes import CLASS_COLUMNS, ClassTests, class_fields_read, classify, decided_by_class, gate_sql
+from .condition import POD_PARTS_SQL, Condition
 from .rules import Rule, RuleSet
 
 __all__ = ["MACROS_SQL", "Engine", "create_batch_table", "evidence_of", "hunt_batches",
@@ -72,7 +76,7 @@ MACROS_SQL = (
 _ROW_FIELDS = ("time", "cluster", "audit_id", "stage", "verb", "user", "groups", "resource",
                "subresource", "api_group", "namespace", "name", "source_ips", "source_ip",
                "user_agent", "code", "decision", "reason", "command", "container",
-               "impersonated_user", "request_uri", "level", "sa_namespace", "sa_name", "event")
+               "impersonated_user", "request_uri", "level", "sa_namespace", "sa_name")
 
 
 _PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in (
@@ -126,11 +130,13 @@ def _batch_table(rows: pa.Table) -> pa.Table:
     return with_ip_columns(rows).append_column("rid", pa.array(range(rows.num_rows), pa.int64()))
 
 
-def create_batch_table(con: duckdb.DuckDBPyConnection) -> None:
+def create_batch_table(con: duckdb.DuckDBPyConnection, gates: int = 0) -> None:
     """The (empty) table `batch` that compiled rules read: the archive columns, the client
-    address's forms, the pods' containers and volumes, and a row id."""
+    address's forms, the pods' containers and volumes, a row id, and `gates` flags saying
+    which rows each rule could match."""
     con.register("kt_empty", _batch_table(SCHEMA.empty_table()))
-    con.execute(f"CREATE TEMP TABLE batch AS SELECT *, {POD_PARTS_SQL} FROM kt_empty")
+    flags = "".join(f", FALSE AS kt_g{j}" for j in range(gates))
+    con.execute(f"CREATE TEMP TABLE batch AS SELECT *, {POD_PARTS_SQL}{flags} FROM kt_empty")
     con.unregister("kt_empty")
 
 
@@ -196,12 +202,84 @@ class _StateStore:
         os.replace(tmp, self.path)
 
 
+def _pairs(by_class: np.ndarray, of_row: np.ndarray) -> np.ndarray:
+    """(row, branch) for every row whose class has the branch set in `by_class`."""
+    rows = np.flatnonzero(by_class.any(axis=1)[of_row])
+    if not len(rows):
+        return np.zeros((0, 2), np.int64)
+    at, branch = np.nonzero(by_class[of_row[rows]])
+    return np.column_stack([rows[at], branch]).astype(np.int64)
+
+
+class _Picked:
+    """The matched rows of a batch; a column becomes Python values only when first read
+    (most matches only feed a counter keyed by two or three fields)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.names = table.column_names
+        self._values: dict[str, list[Any]] = {}
+
+    def column(self, name: str) -> list[Any]:
+        values = self._values.get(name)
+        if values is None:
+            values = self._values[name] = self.table.column(name).to_pylist()
+        return values
+
+
+class _Row(Mapping[str, Any]):
+    """One matched row, read through its batch's columns."""
+
+    __slots__ = ("_at", "_picked")
+
+    def __init__(self, picked: _Picked, at: int) -> None:
+        self._picked = picked
+        self._at = at
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._picked.names:
+            raise KeyError(name)
+        return self._picked.column(name)[self._at]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._picked.column(name)[self._at] if name in self._picked.names else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._picked.names)
+
+    def __len__(self) -> int:
+        return len(self._picked.names)
+
+
 def _key(row: Mapping[str, Any], fields: Sequence[str]) -> tuple[Any, ...]:
     return tuple(tuple(v) if isinstance(v := row.get(f), list) else v for f in fields)
 
 
+@functools.lru_cache(maxsize=65_536)  # the same few keys recur on every batch
 def _key_text(key: tuple[Any, ...]) -> str:
     return json.dumps(key, default=str)
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One rule, or one step of a sequence rule, as the engine runs it."""
+
+    rule: int  # index into Engine.rules
+    step: int | None
+    sql: str  # the whole test of one row
+    gate: str  # the test of a class: exact when `decided`, else true for what could match
+    decided: bool  # does the class test decide every row of the class?
+    reads: tuple[str, ...]  # the class fields the class test reads
+
+
+def _branch(rule: int, step: int | None, sql: str, stages: tuple[str, ...],
+            conditions: list[Condition | None], exceptions: Condition | None) -> _Branch:
+    """A branch is decided by class when everything it reads is a class field; otherwise its
+    class test is the relaxed form of its conditions (exceptions are left to the row test)."""
+    if decided_by_class([*conditions, exceptions]):
+        return _Branch(rule, step, sql, sql, True, class_fields_read([*conditions, exceptions]))
+    return _Branch(rule, step, sql, gate_sql(stages, conditions), False,
+                   class_fields_read(conditions))
 
 
 class Engine:
@@ -212,33 +290,37 @@ class Engine:
         wanted = set(rule_ids) if rule_ids is not None else None
         self.rules = tuple(r for r in ruleset.rules
                            if (r.enabled if wanted is None else r.id in wanted))
-        # One branch per stateless/stateful rule, one per sequence step.
-        self._branches: list[tuple[int, int | None]] = []
-        parts = []
+        branches: list[_Branch] = []
         for i, rule in enumerate(self.rules):
             if rule.sequence is not None:
-                for step, sql in enumerate(rule.sequence.step_sql):
-                    stage = rule.sql  # stages and exceptions (and a shared condition)
-                    parts.append(f"SELECT {len(self._branches)} AS b, rid FROM batch "
-                                 f"WHERE {stage} AND {sql}")
-                    self._branches.append((i, step))
+                for step, (cond, sql) in enumerate(zip(rule.sequence.steps, rule.sequence.step_sql,
+                                                       strict=True)):
+                    # rule.sql holds the stages, exceptions and a condition shared by the steps
+                    whole = f"{rule.sql} AND {sql}"
+                    branches.append(_branch(i, step, whole, rule.stages,
+                                            [rule.condition, cond], rule.exceptions))
             else:
-                parts.append(f"SELECT {len(self._branches)} AS b, rid FROM batch WHERE {rule.sql}")
-                self._branches.append((i, None))
-        self._sql = " UNION ALL ".join(parts) if parts else None
+                branches.append(_branch(i, None, rule.sql, rule.stages, [rule.condition],
+                                        rule.exceptions))
+        self._branches = tuple(branches)
+        self._sql = " UNION ALL ".join(f"SELECT {b} AS b, rid FROM batch WHERE {br.sql}"
+                                       for b, br in enumerate(branches)) or None
+        self._row_level = [b for b, br in enumerate(branches) if not br.decided]
+        self._decided = np.array([br.decided for br in branches], bool)
+        self._prepared: set[int] = set()
         self._con = connection(ordered=True)
+        self._con.execute("SET threads = 1")  # small tables: the threads would only wait
         for macro in MACROS_SQL:
             self._con.execute(macro)
-        if self._sql is not None:
-            # Planning a query of a hundred rules takes far longer than running it on a
-            # batch, so it is planned once over a table that each batch refills.
-            create_batch_table(self._con)
-            self._con.execute(f"PREPARE kt_detect AS SELECT b, rid FROM ({self._sql}) "
-                              "ORDER BY rid, b")
+        if branches:
+            create_batch_table(self._con, gates=len(self._row_level))
+            self._class_tests = ClassTests(self._con, [(br.gate, br.reads) for br in branches],
+                                           with_ip_columns(SCHEMA.empty_table()))
         self._state = _StateStore(state_path)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._suppressor = Suppressor()
         self._started = False
+        self._events: pa.ChunkedArray | None = None  # the event texts of the current batch
         self.matched = 0
 
     @property
@@ -258,35 +340,74 @@ class Engine:
 
     def process(self, rows: pa.Table) -> list[Alert]:
         """Alerts for a batch of rows (in time order within the batch)."""
-        if self._sql is None or not rows.num_rows:
+        if not self._branches or not rows.num_rows:
             return []
         if not self._started:  # first-seen baselines start with the first event seen
             self.note_time(pc.min(rows.column("time")).as_py())
             self._started = True
-        batch = _batch_table(rows.select(SCHEMA.names).cast(SCHEMA))
+        batch = with_ip_columns(rows.select(SCHEMA.names).cast(SCHEMA))
         try:
-            self._con.register("kt_incoming", batch)
-            self._con.execute("DELETE FROM batch")
-            self._con.execute(f"INSERT INTO batch SELECT *, {POD_PARTS_SQL} FROM kt_incoming")
-            self._con.unregister("kt_incoming")
-            hits = self._con.execute("EXECUTE kt_detect").fetchall()
+            hits = self._matches(batch)
         except duckdb.Error as exc:
             raise StoreError(f"a detection rule could not run: {exc}",
                              hint="`kubetrail rules validate` names the rule") from None
-        if not hits:
+        if not len(hits):
             return []
         self.matched += len(hits)
-        wanted = sorted({rid for _, rid in hits})
+        wanted = np.unique(hits[:, 0])
         names = [f for f in _ROW_FIELDS if f in rows.column_names]
-        picked = rows.select(names).take(pa.array(wanted, pa.int64())).to_pylist()
-        by_rid = dict(zip(wanted, picked, strict=True))
+        picked = _Picked(rows.select(names).take(pa.array(wanted, pa.int64())))
+        at = {rid: i for i, rid in enumerate(wanted.tolist())}
+        self._events = rows.column("event")  # read only for the few rows that alert
         alerts: list[Alert] = []
-        for b, rid in hits:
-            rule_index, step = self._branches[b]
-            rule = self.rules[rule_index]
-            row = by_rid[rid]
-            alerts.extend(self._handle(rule, step, row))
+        for rid, b in hits.tolist():
+            branch = self._branches[b]
+            alerts.extend(self._handle(self.rules[branch.rule], branch.step,
+                                       _Row(picked, at[rid]), rid))
         return alerts
+
+    def _matches(self, batch: pa.Table) -> np.ndarray:
+        """(row, branch) of every match in the batch, ordered by row then branch."""
+        of_row, first = classify(batch)
+        verdicts = self._class_tests.verdicts(batch.select(list(CLASS_COLUMNS)).take(first))
+        # Classes x branches: matched (rules decided by class) or could match (the rest).
+        found = [_pairs(verdicts & self._decided, of_row)]
+        if self._row_level:
+            could = verdicts[:, self._row_level]
+            candidates = np.flatnonzero(could.any(axis=1)[of_row])
+            if len(candidates):
+                found.append(self._row_matches(batch, candidates, could[of_row[candidates]]))
+        hits = np.concatenate(found)
+        return hits[np.lexsort((hits[:, 1], hits[:, 0]))] if len(hits) else hits
+
+    def _row_matches(self, batch: pa.Table, candidates: np.ndarray, could: np.ndarray
+                     ) -> np.ndarray:
+        """Each rule that is not decided by class, over only the rows it could match."""
+        picked = batch.take(pa.array(candidates, pa.int64()))
+        columns = {name: picked.column(name) for name in picked.column_names}
+        columns["rid"] = pa.array(candidates, pa.int64())
+        columns.update({f"kt_g{j}": pa.array(could[:, j]) for j in range(could.shape[1])})
+        self._refill("batch", pa.table(columns), f"*, {POD_PARTS_SQL}")
+        found = []
+        for j in np.flatnonzero(could.any(axis=0)).tolist():
+            b = self._row_level[j]
+            if b not in self._prepared:
+                self._con.execute(f"PREPARE kt_branch_{b} AS SELECT rid FROM batch "
+                                  f"WHERE kt_g{j} AND {self._branches[b].sql}")
+                self._prepared.add(b)
+            rids = self._con.execute(f"EXECUTE kt_branch_{b}").fetchnumpy()["rid"]
+            if len(rids):
+                found.append(np.column_stack([np.asarray(rids, np.int64),
+                                              np.full(len(rids), b, np.int64)]))
+        return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+    def _refill(self, table: str, rows: pa.Table, select: str) -> None:
+        self._con.register("kt_incoming", rows)
+        try:
+            self._con.execute(f"DELETE FROM {table}")
+            self._con.execute(f"INSERT INTO {table} BY NAME SELECT {select} FROM kt_incoming")
+        finally:
+            self._con.unregister("kt_incoming")
 
     def flush(self) -> list[Alert]:
         """Alerts held back by suppression (call at the end of a run)."""
@@ -305,7 +426,8 @@ class Engine:
             self._seen.popitem(last=False)
         return True
 
-    def _handle(self, rule: Rule, step: int | None, row: dict[str, Any]) -> list[Alert]:
+    def _handle(self, rule: Rule, step: int | None, row: Mapping[str, Any], rid: int
+                ) -> list[Alert]:
         if not self._first_time(rule, step, row):
             return []
         t: datetime = row["time"]
@@ -313,20 +435,20 @@ class Engine:
             done = self._sequence(rule, step or 0, row, t)
             if done is None:
                 return []
-            return self._emit(rule, row, group=dict(zip(rule.sequence.by, done[0], strict=True)),
+            return self._emit(rule, row, rid, group=dict(zip(rule.sequence.by, done[0], strict=True)),
                               count=len(rule.sequence.steps), window=(done[1], t))
         if rule.state is None:
-            return self._emit(rule, row)
+            return self._emit(rule, row, rid)
         if rule.state.kind == "threshold":
             fired = self._threshold(rule, row, t)
             if fired is None:
                 return []
             key, count, start = fired
-            return self._emit(rule, row, group=dict(zip(rule.state.by, key, strict=True)),
+            return self._emit(rule, row, rid, group=dict(zip(rule.state.by, key, strict=True)),
                               count=count, window=(start, t))
         key = _key(row, rule.state.by)
         if self._new_term(rule, key, t):
-            return self._emit(rule, row, group=dict(zip(rule.state.by, key, strict=True)))
+            return self._emit(rule, row, rid, group=dict(zip(rule.state.by, key, strict=True)))
         return []
 
     def _threshold(self, rule: Rule, row: Mapping[str, Any], t: datetime
@@ -395,18 +517,19 @@ class Engine:
             store[text] = [1, now]
         return None
 
-    def _emit(self, rule: Rule, row: dict[str, Any], *, group: dict[str, Any] | None = None,
-              count: int | None = None, window: tuple[datetime, datetime] | None = None
-              ) -> list[Alert]:
+    def _emit(self, rule: Rule, row: Mapping[str, Any], rid: int, *,
+              group: dict[str, Any] | None = None, count: int | None = None,
+              window: tuple[datetime, datetime] | None = None) -> list[Alert]:
+        row = dict(row)
         doc = None
-        text = row.get("event")
+        text = self._events[rid].as_py() if self._events is not None else None
         if text:
             try:
                 doc = orjson.loads(text)
             except orjson.JSONDecodeError:
                 doc = None
         evidence = evidence_of(rule, row, doc)
-        values = {k: v for k, v in row.items() if k != "event"}
+        values = dict(row)  # the message's fields
         values.update({k.replace(".", "_"): v for k, v in evidence.items()})
         values["command_line"] = " ".join(row.get("command") or [])
         if count is not None:

@@ -178,6 +178,7 @@ class Rule:
     enabled: bool = True
     output: str = ""
     condition: Condition | None = None
+    exceptions: Condition | None = None  # allow-lists: when true, the rule does not fire
     sql: str = "TRUE"  # the compiled condition, exceptions and stages included
     stages: tuple[str, ...] = ("ResponseStarted", "ResponseComplete", "Panic")
     state: State | None = None
@@ -417,7 +418,7 @@ def _merge(entries: list[tuple[Path, Any]]) -> RuleSet:
     return RuleSet(tuple(rules), frozen_lists, dict(macros))
 
 
-def _exceptions_sql(exc: Mapping[str, Sequence[str]]) -> str | None:
+def _exceptions(exc: Mapping[str, Sequence[str]]) -> Condition | None:
     """Allow-lists as a condition that, when true, suppresses the rule."""
     parts: list[Any] = []
     glob = lambda v: {"glob": list(v)}  # noqa: E731
@@ -439,7 +440,7 @@ def _exceptions_sql(exc: Mapping[str, Sequence[str]]) -> str | None:
         parts.append({"every": {"path": "containers", "match": {"image": glob(exc["images"])}}})
     if not parts:
         return None
-    return compile_condition(parse_condition({"any": parts}, where="exceptions"))
+    return parse_condition({"any": parts}, where="exceptions")
 
 
 def _compile_rule(spec: Mapping[str, Any], where: str, lists: Mapping[str, tuple[Any, ...]],
@@ -453,9 +454,9 @@ def _compile_rule(spec: Mapping[str, Any], where: str, lists: Mapping[str, tuple
         condition = parse_condition(spec["condition"], lists=lists, macros=macros,
                                     where="condition")
         parts.append(compile_condition(condition))
-    exc_sql = _exceptions_sql(spec.get("exceptions") or {})
-    if exc_sql:
-        parts.append(f"NOT {exc_sql}")
+    exceptions = _exceptions(spec.get("exceptions") or {})
+    if exceptions is not None:
+        parts.append(f"NOT {compile_condition(exceptions)}")
     state = None
     if "threshold" in spec:
         t = spec["threshold"]
@@ -479,6 +480,6 @@ def _compile_rule(spec: Mapping[str, Any], where: str, lists: Mapping[str, tuple
         id=rid, title=spec["title"], severity=spec["severity"],
         description=spec.get("description", ""), tags=tuple(spec.get("tags", ())),
         behaviours=tuple(spec.get("behaviours", ())), enabled=spec.get("enabled", True),
-        output=spec.get("output", ""), condition=condition,
+        output=spec.get("output", ""), condition=condition, exceptions=exceptions,
         sql="(" + " AND ".join(parts) + ")", stages=stages, state=state, sequence=sequence,
         suppress=suppress, examples=spec.get("examples") or {}, source=where, spec=dict(spec))
