@@ -188,3 +188,33 @@ def test_ahead_of_nothing() -> None:
     assert list(ahead(iter(()))) == []
     assert np.array_equal(classify(pa.table({f: pa.array([], pa.string())
                                              for f in CLASS_FIELDS}))[0], np.zeros(0))
+
+
+# -- detection beside storing ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch_events", "run_events"), [(400, 2_000), (100_000, 500_000)])
+def test_live_detector_sieves_and_gathers_without_changing_the_alerts(
+        tmp_path: Path, batch_events: int, run_events: int) -> None:
+    from kubetrail.detect.live import LiveDetector
+    from kubetrail.detect.store import read_alerts
+    from kubetrail.sinks import build_sinks
+    from kubetrail.store.archive import Archive
+
+    chunks = [rows.sort_by("time") for rows in simulated_rows(tmp_path, "jsonl", seed=9)]
+    ruleset = load_rules()
+    with Engine(ruleset) as engine:
+        expected = [a.to_dict() for rows in chunks for a in engine.process(rows)]
+        expected += [a.to_dict() for a in engine.flush()]
+    archive = Archive(tmp_path / "data")
+    live = LiveDetector(archive, ruleset, build_sinks({}), batch_events=batch_events,
+                        run_events=run_events)
+    for rows in chunks:  # as the archive writer hands them over, several per run
+        for part in (rows.slice(0, 1000), rows.slice(1000)):
+            live.submit(part)
+    live.close()
+    got = read_alerts(archive)
+    key = lambda a: (a["rule"], str(a["auditID"]), a.get("count"), a["message"])  # noqa: E731
+    assert len(expected) > 50
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert live.stored == len(expected)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,34 +120,55 @@ class Suppressor:
     count, so a sink sees a burst as two messages, not hundreds."""
 
     def __init__(self) -> None:
-        # (rule, key) → [window end, first alert, repeats, last alert]
+        # (rule, key) → [window end, first alert, repeats, last alert's time, build the last]
         self._open: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}
+        self._ends: list[tuple[datetime, int, tuple[str, tuple[Any, ...]]]] = []  # a heap
+        self._opened = 0
 
     def offer(self, alert: Alert, window: timedelta, key: tuple[Any, ...]) -> list[Alert]:
-        out = self._expired(alert.time)
-        slot = (alert.rule, key)
+        return self.offer_lazy(alert.rule, alert.time, window, key, lambda: alert)
+
+    def offer_lazy(self, rule: str, time: datetime, window: timedelta, key: tuple[Any, ...],
+                   build: Callable[[], Alert]) -> list[Alert]:
+        """As :meth:`offer`, for an alert made by `build` only if it is to be shown."""
+        out = self._expired(time)
+        slot = (rule, key)
         entry = self._open.get(slot)
         if entry is None:
-            self._open[slot] = [alert.time + window, alert, 0, alert]
+            alert = build()
+            self._open[slot] = [time + window, alert, 0, time, lambda: alert]
+            self._opened += 1
+            heapq.heappush(self._ends, (time + window, self._opened, slot))
             out.append(alert)
         else:
             entry[2] += 1
-            entry[3] = alert
+            entry[3] = time
+            entry[4] = build
         return out
+
+    @staticmethod
+    def _summary(entry: list[Any]) -> Alert | None:
+        _, first, repeats, _, build = entry
+        if not repeats:
+            return None
+        last = build()
+        return last.with_count(repeats + 1, (first.time, last.time))
 
     def _expired(self, now: datetime) -> list[Alert]:
         out = []
-        for slot, (end, first, repeats, last) in list(self._open.items()):
-            if now >= end:
-                del self._open[slot]
-                if repeats:
-                    out.append(last.with_count(repeats + 1, (first.time, last.time)))
+        while self._ends and self._ends[0][0] <= now:
+            end, _, slot = heapq.heappop(self._ends)
+            entry = self._open.get(slot)
+            if entry is None or entry[0] != end:
+                continue
+            del self._open[slot]
+            summary = self._summary(entry)
+            if summary is not None:
+                out.append(summary)
         return out
 
     def flush(self) -> list[Alert]:
-        out = []
-        for _, first, repeats, last in self._open.values():
-            if repeats:
-                out.append(last.with_count(repeats + 1, (first.time, last.time)))
+        out = [a for entry in self._open.values() if (a := self._summary(entry)) is not None]
         self._open.clear()
+        self._ends.clear()
         return out

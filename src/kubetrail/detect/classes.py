@@ -135,6 +135,13 @@ def classify(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse.reshape(-1)], first[order]
 
 
+def _class_keys(classes: pa.Table) -> tuple[dict[str, list[Any]], list[tuple[Any, ...]]]:
+    """(each class field's values, each class's whole key) as hashable Python values."""
+    values = {f: [tuple(v) if isinstance(v, list) else v for v in classes.column(f).to_pylist()]
+              for f in CLASS_FIELDS}
+    return values, list(zip(*values.values(), strict=True))
+
+
 class ClassTests:
     """The class-level test of every branch, run once per distinct value of what it reads.
 
@@ -163,11 +170,15 @@ class ClassTests:
                 f"SELECT {k} AS t, cid FROM kt_classes WHERE {tests[i][0]}"
                 for k, i in enumerate(members.tolist())))
 
+    def may_match(self, classes: pa.Table) -> np.ndarray:
+        """Per class: could any test pass (true unless known to fail them all)? Runs no test."""
+        _, whole = _class_keys(classes)
+        return np.array([(row := self._whole.get(key)) is None or bool(row.any())
+                         for key in whole], bool)
+
     def verdicts(self, classes: pa.Table) -> np.ndarray:
         """classes x tests: the verdict of every test for every class (CLASS_COLUMNS)."""
-        values = {f: [tuple(v) if isinstance(v, list) else v
-                      for v in classes.column(f).to_pylist()] for f in CLASS_FIELDS}
-        whole = list(zip(*values.values(), strict=True))
+        values, whole = _class_keys(classes)
         out = np.zeros((classes.num_rows, self._width), bool)
         unknown = [i for i, key in enumerate(whole) if key not in self._whole]
         if unknown:  # assemble their rows from each group's verdicts, testing what is new

@@ -40,7 +40,7 @@ from ..errors import KubetrailError
 from ..events.row import COLUMNS
 
 __all__ = ["COLUMN_FIELDS", "OPERATORS", "POD_PARTS_SQL", "CompileError", "Condition",
-           "compile_condition", "compile_possible", "parse_condition"]
+           "compile_condition", "compile_possible", "parse_condition", "pod_parts_sql"]
 
 OPERATORS = ("eq", "ne", "in", "not_in", "glob", "regex", "contains", "startswith", "endswith",
              "exists", "cidr", "public", "gt", "gte", "lt", "lte")
@@ -428,13 +428,17 @@ def _gather(kinds: Sequence[str]) -> str:
         for spec in _POD_SPECS for kind in kinds) + ")"
 
 
-#: The columns `containers` and `volumes` read, gathered once per batch from the request
-#: bodies of pods and pod templates (only events that carry a body).
-POD_PARTS_SQL = (
-    f"CASE WHEN level IN ('Request', 'RequestResponse') THEN {_gather(_CONTAINER_KINDS)} END "
-    "AS kt_containers, "
-    f"CASE WHEN level IN ('Request', 'RequestResponse') THEN {_gather(('volumes',))} END "
-    "AS kt_volumes")
+def pod_parts_sql(only: str | None = None) -> str:
+    """The columns `containers` and `volumes` read, gathered once per batch from the request
+    bodies of pods and pod templates: only for events that carry a body, and, with `only`,
+    for rows where that column is true (the engine: rows some rule reading them could match;
+    the rest get NULL, as for an event without a body)."""
+    when = "level IN ('Request', 'RequestResponse')" + (f" AND {only}" if only else "")
+    return (f"CASE WHEN {when} THEN {_gather(_CONTAINER_KINDS)} END AS kt_containers, "
+            f"CASE WHEN {when} THEN {_gather(('volumes',))} END AS kt_volumes")
+
+
+POD_PARTS_SQL = pod_parts_sql()
 
 
 def compile_condition(condition: Condition) -> str:

@@ -34,7 +34,7 @@ from ..query.filters import IP6_HEX_MACRO
 from ..store.archive import connection
 from .alert import Alert, Suppressor, render_message
 from .classes import CLASS_COLUMNS, ClassTests, class_fields_read, classify, decided_by_class, gate_sql
-from .condition import POD_PARTS_SQL, Condition
+from .condition import POD_PARTS_SQL, Condition, pod_parts_sql
 from .rules import Rule, RuleSet
 
 __all__ = ["MACROS_SQL", "Engine", "create_batch_table", "evidence_of", "hunt_batches",
@@ -133,9 +133,10 @@ def _batch_table(rows: pa.Table) -> pa.Table:
 def create_batch_table(con: duckdb.DuckDBPyConnection, gates: int = 0) -> None:
     """The (empty) table `batch` that compiled rules read: the archive columns, the client
     address's forms, the pods' containers and volumes, a row id, and `gates` flags saying
-    which rows each rule could match."""
+    which rows each rule could match (plus `kt_pods`: could a rule reading pods match?)."""
     con.register("kt_empty", _batch_table(SCHEMA.empty_table()))
-    flags = "".join(f", FALSE AS kt_g{j}" for j in range(gates))
+    flags = "".join(f", FALSE AS kt_g{j}" for j in range(gates)) + (", FALSE AS kt_pods"
+                                                                    if gates else "")
     con.execute(f"CREATE TEMP TABLE batch AS SELECT *, {POD_PARTS_SQL}{flags} FROM kt_empty")
     con.unregister("kt_empty")
 
@@ -307,6 +308,8 @@ class Engine:
                                        for b, br in enumerate(branches)) or None
         self._row_level = [b for b, br in enumerate(branches) if not br.decided]
         self._decided = np.array([br.decided for br in branches], bool)
+        self._reads_pods = np.array([any(f"kt_{p}" in branches[b].sql for p in ("containers", "volumes"))
+                                     for b in self._row_level], bool)
         self._prepared: set[int] = set()
         self._con = connection(ordered=True)
         self._con.execute("SET threads = 1")  # small tables: the threads would only wait
@@ -338,13 +341,29 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _start(self, rows: pa.Table) -> None:
+        if not self._started and rows.num_rows:  # first-seen baselines start with the first
+            self.note_time(pc.min(rows.column("time")).as_py())  # event seen, not matched
+            self._started = True
+
+    def sieve(self, rows: pa.Table) -> pa.Table:
+        """`rows` less those that cannot match any rule, as far as already known: rows of a
+        class seen before whose every test failed. Lets a caller gather many events into one
+        run of the rules (each run has a fixed cost) while holding only the few that matter;
+        what it returns goes to :meth:`process` later, in time order."""
+        if not self._branches or not rows.num_rows:
+            return rows.slice(0, 0)
+        self._start(rows)
+        batch = with_ip_columns(rows.select(SCHEMA.names).cast(SCHEMA))
+        of_row, first = classify(batch)
+        keep = self._class_tests.may_match(batch.select(list(CLASS_COLUMNS)).take(first))
+        return rows.filter(pa.array(keep[of_row]))
+
     def process(self, rows: pa.Table) -> list[Alert]:
         """Alerts for a batch of rows (in time order within the batch)."""
         if not self._branches or not rows.num_rows:
             return []
-        if not self._started:  # first-seen baselines start with the first event seen
-            self.note_time(pc.min(rows.column("time")).as_py())
-            self._started = True
+        self._start(rows)
         batch = with_ip_columns(rows.select(SCHEMA.names).cast(SCHEMA))
         try:
             hits = self._matches(batch)
@@ -360,10 +379,13 @@ class Engine:
         at = {rid: i for i, rid in enumerate(wanted.tolist())}
         self._events = rows.column("event")  # read only for the few rows that alert
         alerts: list[Alert] = []
-        for rid, b in hits.tolist():
-            branch = self._branches[b]
-            alerts.extend(self._handle(self.rules[branch.rule], branch.step,
-                                       _Row(picked, at[rid]), rid))
+        try:
+            for rid, b in hits.tolist():
+                branch = self._branches[b]
+                alerts.extend(self._handle(self.rules[branch.rule], branch.step,
+                                           _Row(picked, at[rid]), rid))
+        finally:
+            self._events = None  # not kept alive past the batch
         return alerts
 
     def _matches(self, batch: pa.Table) -> np.ndarray:
@@ -387,7 +409,8 @@ class Engine:
         columns = {name: picked.column(name) for name in picked.column_names}
         columns["rid"] = pa.array(candidates, pa.int64())
         columns.update({f"kt_g{j}": pa.array(could[:, j]) for j in range(could.shape[1])})
-        self._refill("batch", pa.table(columns), f"*, {POD_PARTS_SQL}")
+        columns["kt_pods"] = pa.array(could[:, self._reads_pods].any(axis=1))
+        self._refill("batch", pa.table(columns), f"*, {pod_parts_sql('kt_pods')}")
         found = []
         for j in np.flatnonzero(could.any(axis=0)).tolist():
             b = self._row_level[j]
@@ -520,36 +543,46 @@ class Engine:
     def _emit(self, rule: Rule, row: Mapping[str, Any], rid: int, *,
               group: dict[str, Any] | None = None, count: int | None = None,
               window: tuple[datetime, datetime] | None = None) -> list[Alert]:
-        row = dict(row)
-        doc = None
+        values = dict(row)
         text = self._events[rid].as_py() if self._events is not None else None
-        if text:
-            try:
-                doc = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                doc = None
-        evidence = evidence_of(rule, row, doc)
-        values = dict(row)  # the message's fields
-        values.update({k.replace(".", "_"): v for k, v in evidence.items()})
-        values["command_line"] = " ".join(row.get("command") or [])
-        if count is not None:
-            values["count"] = count
-        if group:
-            values.update({f"group_{k}": v for k, v in group.items()})
-        alert = Alert(
-            rule=rule.id, title=rule.title, severity=rule.severity, behaviours=rule.behaviours,
-            tags=rule.tags, time=row["time"], cluster=row.get("cluster") or "",
-            audit_id=row.get("audit_id") or "", user=row.get("user"), verb=row.get("verb"),
-            resource=row.get("resource"), subresource=row.get("subresource"),
-            namespace=row.get("namespace"), name=row.get("name"),
-            source_ips=tuple(row.get("source_ips") or ()), user_agent=row.get("user_agent"),
-            message=render_message(rule.output, values, rule.title), evidence=evidence,
-            group=group, count=count, window=window, stage=row.get("stage"),
-            code=row.get("code"), decision=row.get("decision"))
+
+        def build() -> Alert:
+            return _alert(rule, values, text, group, count, window)
+
         if rule.suppress is None:
-            return [alert]
+            return [build()]
         window_len, by = rule.suppress
-        return self._suppressor.offer(alert, window_len, _key(row, by))
+        # Most matches of a suppressed rule are only counted: built only if they are shown.
+        return self._suppressor.offer_lazy(rule.id, values["time"], window_len,
+                                           _key(values, by), build)
+
+
+def _alert(rule: Rule, row: dict[str, Any], text: str | None, group: dict[str, Any] | None,
+           count: int | None, window: tuple[datetime, datetime] | None) -> Alert:
+    doc = None
+    if text:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            doc = None
+    evidence = evidence_of(rule, row, doc)
+    values = dict(row)  # the message's fields
+    values.update({k.replace(".", "_"): v for k, v in evidence.items()})
+    values["command_line"] = " ".join(row.get("command") or [])
+    if count is not None:
+        values["count"] = count
+    if group:
+        values.update({f"group_{k}": v for k, v in group.items()})
+    return Alert(
+        rule=rule.id, title=rule.title, severity=rule.severity, behaviours=rule.behaviours,
+        tags=rule.tags, time=row["time"], cluster=row.get("cluster") or "",
+        audit_id=row.get("audit_id") or "", user=row.get("user"), verb=row.get("verb"),
+        resource=row.get("resource"), subresource=row.get("subresource"),
+        namespace=row.get("namespace"), name=row.get("name"),
+        source_ips=tuple(row.get("source_ips") or ()), user_agent=row.get("user_agent"),
+        message=render_message(rule.output, values, rule.title), evidence=evidence,
+        group=group, count=count, window=window, stage=row.get("stage"),
+        code=row.get("code"), decision=row.get("decision"))
 
 
 def hunt_batches(con: duckdb.DuckDBPyConnection, where: str, params: list[Any],
