@@ -20,7 +20,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import InputError, StoreError
 from ..events.batches import Rejects, read_batches
@@ -163,71 +162,101 @@ SELECT CASE WHEN e.auditID <> '' THEN hash(cluster, e.auditID) END AS rid,
 FROM parsed
 """
 
+_KEYS = ("has_user", "username", "groups", "verb", "resource_request", "path", "namespace",
+         "api_group", "api_version", "resource", "subresource", "name")
+
+# Each event's class as a 128-bit key (two independent 64-bit hashes of its attributes), so
+# that requests are merged across batches on narrow numeric rows; the attributes themselves
+# travel once per class and batch. Two classes sharing a key is detected, never merged.
+_KEYED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE kt_keyed AS
+SELECT rid, "time", code, stage, size,
+       {{'a': hash({", ".join(_KEYS)}), 'b': hash('kubetrail', {", ".join(_KEYS)})}} AS class,
+       CASE level WHEN 'RequestResponse' THEN 3 WHEN 'Request' THEN 2
+                  WHEN 'Metadata' THEN 1 ELSE 0 END AS level_rank,
+       strlen(req_obj::VARCHAR) AS req_body, strlen(resp_obj::VARCHAR) AS resp_body,
+       strlen(json_extract(req_obj, '$.metadata.managedFields')::VARCHAR) AS req_managed,
+       strlen(json_extract(resp_obj, '$.metadata.managedFields')::VARCHAR) AS resp_managed,
+       {", ".join(_KEYS)}
+FROM (%EVENTS%)
+"""
+
 # Per request (or the part of a request inside one batch: merged again by _CLASS_SQL).
 _REQUEST_SQL = """
-WITH ev AS ({events}), sized AS (
-    SELECT *, CASE level WHEN 'RequestResponse' THEN 3 WHEN 'Request' THEN 2
-                         WHEN 'Metadata' THEN 1 ELSE 0 END AS level_rank,
-           strlen(req_obj::VARCHAR) AS req_body, strlen(resp_obj::VARCHAR) AS resp_body,
-           strlen(json_extract(req_obj, '$.metadata.managedFields')::VARCHAR) AS req_managed,
-           strlen(json_extract(resp_obj, '$.metadata.managedFields')::VARCHAR) AS resp_managed
-    FROM ev
-)
-SELECT rid, min("time") AS first, max("time") AS last,
-       any_value(has_user) AS has_user, any_value(username) AS username,
-       any_value(groups) AS groups, any_value(verb) AS verb,
-       any_value(resource_request) AS resource_request, any_value(path) AS path,
-       any_value(namespace) AS namespace, any_value(api_group) AS api_group,
-       any_value(api_version) AS api_version, any_value(resource) AS resource,
-       any_value(subresource) AS subresource, any_value(name) AS name,
+SELECT rid, any_value(class) AS class, min("time") AS first, max("time") AS last,
        max(code) AS code, bool_or(stage = 'Panic') AS panic, max(level_rank) AS level_rank,
        count(*) AS events, sum(size) AS bytes,
        sum(size - COALESCE(req_body, 0) - COALESCE(resp_body, 0)) AS meta_bytes,
        max(req_body) AS req_body, max(resp_body) AS resp_body,
        max(req_managed) AS req_managed, max(resp_managed) AS resp_managed
-FROM sized
+FROM kt_keyed
+WHERE rid IS NOT NULL
 GROUP BY rid
 """
 
-_KEYS = ("has_user", "username", "groups", "verb", "resource_request", "path", "namespace",
-         "api_group", "api_version", "resource", "subresource", "name")
+_CLASS_KEYS_SQL = f"SELECT DISTINCT class, {', '.join(_KEYS)} FROM kt_keyed WHERE rid IS NOT NULL"
 
-_CLASS_SQL = f"""
+_CLASS_SQL = """
 WITH requests AS (
-    SELECT rid, min(first) AS first, max(last) AS last,
-           {", ".join(f"any_value({k}) AS {k}" for k in _KEYS)},
+    SELECT rid, any_value(class) AS class, min(first) AS first, max(last) AS last,
            max(code) AS code, bool_or(panic) AS panic, max(level_rank) AS level_rank,
            sum(events) AS events, sum(bytes) AS bytes, sum(meta_bytes) AS meta_bytes,
            max(req_body) AS req_body, max(resp_body) AS resp_body,
            max(req_managed) AS req_managed, max(resp_managed) AS resp_managed
-    FROM parts GROUP BY rid
+    FROM kt_requests GROUP BY rid
+), classes AS (
+    SELECT class,
+           count(*) AS requests,
+           count(*) FILTER (WHERE code = 401) AS code_401,
+           count(*) FILTER (WHERE panic) AS panics,
+           sum(events) AS events, sum(bytes) AS bytes,
+           sum(meta_bytes) / sum(events) AS meta_bytes,
+           avg(req_body) AS request_body, avg(resp_body) AS response_body,
+           COALESCE(avg(req_managed) FILTER (WHERE req_body IS NOT NULL), 0) AS request_managed,
+           COALESCE(avg(resp_managed) FILTER (WHERE resp_body IS NOT NULL), 0) AS response_managed,
+           histogram(code) AS codes,
+           min(first) AS first, max(last) AS last
+    FROM requests GROUP BY class
 )
-SELECT {", ".join(_KEYS)},
-       count(*) AS requests,
-       count(*) FILTER (WHERE NOT has_user AND code = 401) AS failed_authn,
-       count(*) FILTER (WHERE panic) AS panics,
-       sum(events) AS events, sum(bytes) AS bytes,
-       sum(meta_bytes) / sum(events) AS meta_bytes,
-       avg(req_body) AS request_body, avg(resp_body) AS response_body,
-       COALESCE(avg(req_managed) FILTER (WHERE req_body IS NOT NULL), 0) AS request_managed,
-       COALESCE(avg(resp_managed) FILTER (WHERE resp_body IS NOT NULL), 0) AS response_managed,
-       histogram(code) AS codes,
-       min(first) AS first, max(last) AS last
-FROM requests
-GROUP BY ALL
+SELECT k.*, c.* EXCLUDE (class),
+       CASE WHEN k.has_user THEN 0 ELSE c.code_401 END AS failed_authn
+FROM classes c JOIN (SELECT DISTINCT * FROM kt_class_keys) k USING (class)
 """
 
 
-def _classes(con: duckdb.DuckDBPyConnection, parts: list[pa.Table], unreadable: int) -> Traffic:
+def _summarise(con: duckdb.DuckDBPyConnection, events_sql: str, params: list[Any] | None = None
+               ) -> tuple[pa.Table, pa.Table, int]:
+    """(request rows, class keys, events without an auditID) of the events `events_sql`
+    yields."""
+    con.execute(_KEYED_SQL.replace("%EVENTS%", events_sql), params or [])
+    try:
+        requests = con.sql(_REQUEST_SQL).to_arrow_table()
+        keys = con.sql(_CLASS_KEYS_SQL).to_arrow_table()
+        (no_id,) = con.execute("SELECT count(*) FROM kt_keyed WHERE rid IS NULL").fetchone() or (0,)
+    finally:
+        con.execute("DROP TABLE kt_keyed")
+    return requests, keys, int(no_id)
+
+
+def _classes(con: duckdb.DuckDBPyConnection, parts: list[tuple[pa.Table, pa.Table]],
+             unreadable: int) -> Traffic:
     if not parts:
         return Traffic((), None, None, unreadable)
-    con.register("parts", pa.concat_tables(parts))
+    con.register("kt_requests", pa.concat_tables([r for r, _ in parts]))
+    con.register("kt_class_keys", pa.concat_tables([k for _, k in parts]))
     try:
+        clash = con.sql("SELECT class FROM (SELECT DISTINCT * FROM kt_class_keys) "
+                        "GROUP BY class HAVING count(*) > 1 LIMIT 1").fetchall()
+        if clash:  # two 64-bit hashes agreeing by chance: about once in 10^30 replays
+            raise StoreError("two different request classes got the same key; the replay "
+                             "would merge them", hint="report this at the kubetrail issue "
+                             "tracker, with the log if you can")
         relation = con.sql(_CLASS_SQL)
         columns = relation.columns
         rows = relation.fetchall()
     finally:
-        con.unregister("parts")
+        con.unregister("kt_requests")
+        con.unregister("kt_class_keys")
     classes = []
     first: datetime | None = None
     last: datetime | None = None
@@ -258,9 +287,8 @@ def traffic_from_archive(archive: Archive, flt: EventFilter | None = None) -> Tr
     where, params = (flt or EventFilter()).where()
     con = archive.connect()
     try:
-        part = con.sql(_REQUEST_SQL.format(events=_ARCHIVE_EVENT_SQL.format(where=where)),
-                       params=params).to_arrow_table()
-        return _classes(con, [part], 0)
+        requests, keys, _ = _summarise(con, _ARCHIVE_EVENT_SQL.format(where=where), params)
+        return _classes(con, [(requests, keys)], 0)
     except duckdb.Error as exc:
         raise StoreError(f"cannot read the archive {archive.root}: {exc}",
                          hint="run `kubetrail verify` or re-ingest the logs") from exc
@@ -279,7 +307,7 @@ def traffic_from_files(paths: Sequence[str], *, cluster: str = "default", fmt: s
     local = threading.local()
     connections: list[duckdb.DuckDBPyConnection] = []
 
-    def summarise(raw: pa.Table) -> pa.Table:
+    def summarise(raw: pa.Table) -> tuple[pa.Table, pa.Table]:
         con = getattr(local, "con", None)
         if con is None:
             con = local.con = connection()
@@ -287,17 +315,16 @@ def traffic_from_files(paths: Sequence[str], *, cluster: str = "default", fmt: s
             connections.append(con)
         con.register("raw", raw)
         try:
-            part = con.sql(_REQUEST_SQL.format(events=_RAW_EVENT_SQL)).to_arrow_table()
+            requests, keys, no_id = _summarise(con, _RAW_EVENT_SQL)
         finally:
             con.unregister("raw")
-        part = part.filter(pc.is_valid(part.column("rid")))
-        rejected[0] += raw.num_rows - (pc.sum(part.column("events")).as_py() or 0)  # no auditID
-        return part
+        rejected[0] += no_id
+        return requests, keys
 
-    parts: list[pa.Table] = []
+    parts: list[tuple[pa.Table, pa.Table]] = []
     try:
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="kubetrail-traffic") as pool:
-            pending: deque[Future[pa.Table]] = deque()
+            pending: deque[Future[tuple[pa.Table, pa.Table]]] = deque()
             for raw in read_batches(paths, cluster=cluster, fmt=fmt, batch_events=batch_events,
                                     rejects=rejects):
                 pending.append(pool.submit(summarise, raw))
