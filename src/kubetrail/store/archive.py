@@ -248,8 +248,26 @@ class Archive:
 
     # -- reading -----------------------------------------------------------------------
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with a view `events` over every segment (empty if none)."""
+    def connect(self, unsealed: pa.Table | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with a view `events` over every segment (empty if none), and
+        the `unsealed` rows (SCHEMA: events logged but not yet in a segment) that the
+        segments do not already hold."""
+        con = self._connect_segments()
+        if unsealed is not None and unsealed.num_rows:
+            times = unsealed.column("time")
+            low, high = (f"TIMESTAMPTZ '{t.isoformat()}'" for t in
+                         (pc.min(times).as_py(), pc.max(times).as_py()))
+            con.register("kt_unsealed", unsealed.select(SCHEMA.names))
+            con.execute("ALTER VIEW events RENAME TO kt_sealed")
+            # Only the sealed rows of the unsealed rows' time span are looked at.
+            con.execute(
+                "CREATE VIEW events AS SELECT * FROM kt_sealed UNION ALL BY NAME "
+                "SELECT * FROM (SELECT DISTINCT ON (cluster, audit_id, stage) * FROM kt_unsealed) u "
+                f"WHERE NOT EXISTS (SELECT 1 FROM kt_sealed s WHERE s.\"time\" BETWEEN {low} AND "
+                f"{high} AND s.cluster = u.cluster AND s.audit_id = u.audit_id AND s.stage = u.stage)")
+        return con
+
+    def _connect_segments(self) -> duckdb.DuckDBPyConnection:
         con = connection(ordered=True)
         files = [str(p) for p in self.segment_files()]
         if files:
