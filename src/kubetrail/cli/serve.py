@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -21,6 +22,23 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """SIGTERM/SIGINT end the service with exit 0 once it has flushed (uvicorn would
+        raise the signal again after its graceful shutdown, and the exit code would say
+        the process was killed)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    return Server
 
 
 def register(app: typer.Typer) -> None:
@@ -101,7 +119,7 @@ def register(app: typer.Typer) -> None:
         scheme = "https" if tls_cert else "http"
         err_console.print(f"kubetrail serving on {scheme}://{host}:{port} "
                           f"(data dir {settings.data_dir})")
-        server = uvicorn.Server(uvicorn.Config(
+        server = _server_class()(uvicorn.Config(
             create_app(config), host=host, port=port, log_level="warning",
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
