@@ -84,8 +84,11 @@ class WebhookSender:
     def send(self, events: Sequence[Mapping[str, Any]], report: SendReport | None = None
              ) -> bool:
         """One batch, retried until acknowledged or out of attempts."""
+        return self.send_encoded(event_list(events), len(events), report)
+
+    def send_encoded(self, body: bytes, count: int, report: SendReport | None = None) -> bool:
+        """As :meth:`send`, for an EventList already encoded (`count` events)."""
         report = report if report is not None else SendReport()
-        body = event_list(events)
         delay = self.initial_backoff
         for attempt in range(self.attempts):
             if attempt:
@@ -104,7 +107,7 @@ class WebhookSender:
                 if 200 <= response.status_code <= 206:
                     report.latencies.append(time.perf_counter() - started)
                     report.batches += 1
-                    report.events += len(events)
+                    report.events += count
                     return True
                 report.statuses[response.status_code] = (
                     report.statuses.get(response.status_code, 0) + 1)
@@ -115,9 +118,15 @@ class WebhookSender:
     def send_all(self, batches: Iterable[Sequence[Mapping[str, Any]]], *, concurrency: int = 4
                  ) -> SendReport:
         """Every batch, `concurrency` in flight at a time."""
+        return self.send_all_encoded(((event_list(b), len(b)) for b in batches),
+                                     concurrency=concurrency)
+
+    def send_all_encoded(self, bodies: Iterable[tuple[bytes, int]], *, concurrency: int = 4
+                         ) -> SendReport:
+        """Every (EventList body, events in it), `concurrency` in flight at a time."""
         report = SendReport()
         with ThreadPoolExecutor(concurrency, thread_name_prefix="kubetrail-send") as pool:
-            for _ in pool.map(lambda b: self.send(b, report), batches):
+            for _ in pool.map(lambda b: self.send_encoded(b[0], b[1], report), bodies):
                 pass
         return report
 

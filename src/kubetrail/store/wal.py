@@ -10,8 +10,8 @@ Layout of `<data-dir>/wal/`: `wal-<seq>.log` files, each a run of records
 
     b"KTW1" | length (u32, big-endian) | crc32 (u32) | payload
 
-where a payload is the cluster name, a newline, and the batch's event texts, one per line
-(compact JSON never holds a raw newline).
+where a payload is the cluster name, a newline, and the batch as it was received (an
+EventList document).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class WalPosition:
 @dataclass(frozen=True)
 class WalRecord:
     cluster: str
-    texts: tuple[str, ...]
+    body: bytes
     end: WalPosition
     size: int  # bytes on disk
 
@@ -66,8 +66,8 @@ def _files(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def encode_payload(cluster: str, texts: Sequence[str]) -> bytes:
-    return ("\n".join((cluster, *texts))).encode()
+def encode_payload(cluster: str, body: bytes) -> bytes:
+    return cluster.encode() + b"\n" + body
 
 
 def read_records(directory: Path, after: WalPosition | None = None
@@ -88,9 +88,8 @@ def read_records(directory: Path, after: WalPosition | None = None
             if magic != _MAGIC or len(body) != length or zlib.crc32(body) != crc:
                 return  # torn by a crash: never acknowledged
             pos += _HEADER.size + length
-            cluster, _, rest = body.decode().partition("\n")
-            yield WalRecord(cluster, tuple(rest.split("\n")) if rest else (),
-                            WalPosition(seq, pos), _HEADER.size + length)
+            cluster, _, rest = body.partition(b"\n")
+            yield WalRecord(cluster.decode(), rest, WalPosition(seq, pos), _HEADER.size + length)
         if pos != len(data):
             return
 
@@ -127,13 +126,13 @@ class WriteAheadLog:
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
-    def append(self, batches: Sequence[tuple[str, Sequence[str]]]) -> list[WalPosition]:
-        """Write batches (cluster, event texts) and fsync once for all of them."""
+    def append(self, batches: Sequence[tuple[str, bytes]]) -> list[WalPosition]:
+        """Write batches (cluster, EventList body) and fsync once for all of them."""
         with self._lock:
             ends = []
             try:
-                for cluster, texts in batches:
-                    body = encode_payload(cluster, texts)
+                for cluster, document in batches:
+                    body = encode_payload(cluster, document)
                     self._fh.write(_HEADER.pack(_MAGIC, len(body), zlib.crc32(body)))
                     self._fh.write(body)
                     ends.append(WalPosition(self._seq, self._fh.tell()))
