@@ -248,3 +248,28 @@ def test_doctests() -> None:
     result = doctest.testmod(flags_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_webhook_client_certificate_for_mutual_tls(ca: Path, token: Path, tmp_path: Path) -> None:
+    key_pem = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    cert.write_bytes(PEM)
+    key.write_bytes(key_pem)
+    config = apiserver_config(_webhook(ca, token, webhook_client_cert=str(cert),
+                                       webhook_client_key=str(key)))
+    assert config.webhook_kubeconfig is not None
+    (user,) = config.webhook_kubeconfig["users"]
+    assert base64.b64decode(user["user"]["client-certificate-data"]) == PEM
+    assert base64.b64decode(user["user"]["client-key-data"]) == key_pem
+    assert "private key" in render(config)
+    with pytest.raises(ConfigError, match="go together"):
+        apiserver_config(_webhook(ca, token, webhook_client_cert=str(cert)))
+    with pytest.raises(ConfigError, match="no PEM private key"):
+        apiserver_config(_webhook(ca, token, webhook_client_cert=str(cert),
+                                  webhook_client_key=str(cert)))
+    with pytest.raises(ConfigError, match="no PEM certificate"):
+        apiserver_config(_webhook(ca, token, webhook_client_cert=str(key),
+                                  webhook_client_key=str(key)))
+    with pytest.raises(ConfigError, match="no webhook to configure"):
+        apiserver_config(FlagOptions(POLICY, log_path=LOG, webhook_client_cert=str(cert),
+                                     webhook_client_key=str(key)))

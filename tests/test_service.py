@@ -361,6 +361,31 @@ def test_mutual_tls(tmp_path: Path, events: list[dict[str, Any]]) -> None:
     assert len(archived(tmp_path / "data")) == 50
 
 
+def test_the_kubeconfig_policy_flags_writes_is_served(
+        tmp_path: Path, tokens: tuple[Path, Path], events: list[dict[str, Any]]) -> None:
+    """What `kubetrail policy flags --webhook-url ...` writes for the API server, read the way
+    client-go reads it, gets through TLS, mutual TLS and the token check."""
+    from kubetrail.policy.flags import FlagOptions, apiserver_config
+
+    certs = _certificates(tmp_path)
+    port = free_port()
+    server = start(tmp_path / "data", "--tls-cert", certs["server.crt"], "--tls-key",
+                   certs["server.key"], "--client-ca", certs["ca.crt"], "--tokens-file",
+                   tokens[0], "--no-detect", port=port, tls=True)
+    token_file = tmp_path / "token"
+    token_file.write_text(PROD_TOKEN + "\n")
+    config = apiserver_config(FlagOptions(
+        "/etc/kubernetes/audit/policy.yaml",
+        webhook_url=f"https://127.0.0.1:{port}/v1/clusters/prod-eu/audit",
+        webhook_ca=str(certs["ca.crt"]), webhook_token_file=str(token_file),
+        webhook_client_cert=str(certs["client.crt"]), webhook_client_key=str(certs["client.key"])))
+    assert config.webhook_kubeconfig is not None
+    with WebhookSender.from_kubeconfig(config.webhook_kubeconfig) as sender:
+        assert sender.send(events[:400])
+    assert server.stop()[0] == 0
+    assert sorted(archived(tmp_path / "data")) == sorted(keys(events[:400], "prod-eu"))
+
+
 def test_tls_with_tokens(tmp_path: Path, tokens: tuple[Path, Path],
                          events: list[dict[str, Any]]) -> None:
     certs = _certificates(tmp_path)

@@ -414,6 +414,11 @@ def flags_cmd(
     webhook_token_file: Annotated[str | None, typer.Option(
         "--webhook-token-file", help="File holding the bearer token kubetrail serve expects.",
         show_default=False)] = None,
+    webhook_client_cert: Annotated[str | None, typer.Option(
+        "--webhook-client-cert", help="Client certificate the API server presents (mutual "
+        "TLS: kubetrail serve --client-ca).", show_default=False)] = None,
+    webhook_client_key: Annotated[str | None, typer.Option(
+        "--webhook-client-key", help="Its private key.", show_default=False)] = None,
     webhook_insecure: Annotated[bool, typer.Option(
         "--webhook-insecure", help="Skip TLS verification (not for production).")] = False,
     webhook_config_path: Annotated[str, typer.Option(
@@ -437,6 +442,7 @@ def flags_cmd(
         policy_file=policy_path, log_path=log_path, maxage=maxage, maxbackup=maxbackup,
         maxsize=maxsize, compress=compress, log_mode=log_mode, webhook_url=webhook_url,
         webhook_ca=webhook_ca, webhook_token_file=webhook_token_file,
+        webhook_client_cert=webhook_client_cert, webhook_client_key=webhook_client_key,
         webhook_insecure=webhook_insecure, webhook_config_path=webhook_config_path,
         webhook_mode=webhook_mode, webhook_initial_backoff=webhook_initial_backoff,
         truncate=truncate))

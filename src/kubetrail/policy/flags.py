@@ -80,6 +80,8 @@ class FlagOptions:
     webhook_url: str | None = None
     webhook_ca: str | None = None  # local CA bundle file, embedded as certificate-authority-data
     webhook_token_file: str | None = None  # local file holding a bearer token, embedded
+    webhook_client_cert: str | None = None  # local PEM files for mutual TLS, embedded
+    webhook_client_key: str | None = None
     webhook_insecure: bool = False
     webhook_config_path: str = "/etc/kubernetes/audit/webhook.kubeconfig"
     webhook_mode: str | None = None
@@ -161,8 +163,9 @@ def _check_common(o: FlagOptions) -> None:
     _check_mode(o.log_mode, "log_mode")
     _check_mode(o.webhook_mode, "webhook_mode")
     if o.webhook_url is None:
-        given = _given(o, ("webhook_ca", "webhook_token_file", "webhook_insecure",
-                           "webhook_mode", "webhook_initial_backoff"))
+        given = _given(o, ("webhook_ca", "webhook_token_file", "webhook_client_cert",
+                           "webhook_client_key", "webhook_insecure", "webhook_mode",
+                           "webhook_initial_backoff"))
         if given:
             raise ConfigError(f"{', '.join(given)}: no webhook to configure", hint="add --webhook-url")
     backoff = o.webhook_initial_backoff
@@ -238,6 +241,20 @@ def _webhook(o: FlagOptions, warnings: list[str]) -> tuple[list[str], dict[str, 
             raise ConfigError(f"--webhook-token-file {o.webhook_token_file}: expected one bearer token",
                               hint="the file should hold the token alone, on one line")
         user["token"] = token
+    if (o.webhook_client_cert is None) != (o.webhook_client_key is None):
+        raise ConfigError("--webhook-client-cert and --webhook-client-key go together",
+                          hint="give both for mutual TLS (kubetrail serve --client-ca), or neither")
+    if o.webhook_client_cert is not None and o.webhook_client_key is not None:
+        cert = _read(o.webhook_client_cert, "webhook_client_cert")
+        key = _read(o.webhook_client_key, "webhook_client_key")
+        if _PEM_CERT not in cert:
+            raise ConfigError(f"--webhook-client-cert {o.webhook_client_cert}: no PEM certificate "
+                              "in the file", hint="give the certificate the API server presents")
+        if b"PRIVATE KEY-----" not in key:
+            raise ConfigError(f"--webhook-client-key {o.webhook_client_key}: no PEM private key "
+                              "in the file", hint="give the key of --webhook-client-cert")
+        user["client-certificate-data"] = base64.b64encode(cert).decode("ascii")
+        user["client-key-data"] = base64.b64encode(key).decode("ascii")
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -329,9 +346,10 @@ def render(config: ApiServerConfig) -> str:
     if config.webhook_kubeconfig is not None:
         flag = "--audit-webhook-config-file="
         where = next((a[len(flag):] for a in config.args if a.startswith(flag)), "the configured path")
-        has_token = any(u.get("user", {}).get("token") for u in config.webhook_kubeconfig.get("users", []))
-        secret = ("It contains a credential (a bearer token): create it with mode 0600, owned by root."
-                  if has_token else "Create it with mode 0600, owned by root.")
+        has_token = any(u.get("user", {}).get("token") or u.get("user", {}).get("client-key-data")
+                        for u in config.webhook_kubeconfig.get("users", []))
+        secret = ("It contains a credential (a bearer token or a private key): create it with mode "
+                  "0600, owned by root." if has_token else "Create it with mode 0600, owned by root.")
         sections.append(_comment(f"Webhook kubeconfig: save as {where} on every control-plane node. {secret}")
                         + "\n" + _yaml(config.webhook_kubeconfig))
     return "\n\n".join(sections) + "\n"

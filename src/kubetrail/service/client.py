@@ -9,13 +9,16 @@ service is held to what a real API server does.
 
 from __future__ import annotations
 
+import base64
 import random
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -71,6 +74,36 @@ class WebhookSender:
             headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(headers=headers, verify=tls_context(ca, cert),
                                     timeout=timeout, params={"timeout": "30s"})
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Mapping[str, Any], **options: Any) -> WebhookSender:
+        """A sender set up as the API server sets itself up from its webhook kubeconfig
+        (the current context's server, CA, bearer token and client certificate)."""
+        current = kubeconfig["current-context"]
+        context = next(c["context"] for c in kubeconfig["contexts"] if c["name"] == current)
+        cluster = next(c["cluster"] for c in kubeconfig["clusters"]
+                       if c["name"] == context["cluster"])
+        user = next((u["user"] for u in kubeconfig.get("users", [])
+                     if u["name"] == context.get("user")), {})
+        sender = cls(cluster["server"], token=user.get("token"), **options)
+        context_tls = ssl.create_default_context()
+        if "certificate-authority-data" in cluster:
+            context_tls = ssl.create_default_context(
+                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        if cluster.get("insecure-skip-tls-verify"):
+            context_tls.check_hostname = False
+            context_tls.verify_mode = ssl.CERT_NONE
+        if "client-certificate-data" in user:
+            with tempfile.TemporaryDirectory() as tmp:  # ssl loads a chain only from files
+                cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+                cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+                key.touch(0o600)
+                key.write_bytes(base64.b64decode(user["client-key-data"]))
+                context_tls.load_cert_chain(cert, key)
+        sender._client.close()
+        sender._client = httpx.Client(headers=sender._client.headers, verify=context_tls,
+                                      timeout=sender._client.timeout, params={"timeout": "30s"})
+        return sender
 
     def close(self) -> None:
         self._client.close()
