@@ -475,3 +475,29 @@ def test_a_second_service_on_the_same_data_dir_is_refused(tmp_path: Path) -> Non
                           capture_output=True, timeout=60, check=False)
     assert proc.returncode != 0 and b"another kubetrail process" in proc.stderr
     assert server.stop()[0] == 0
+
+
+def test_the_kubernetes_manifest_runs_the_service_as_documented() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    docs = list(yaml.safe_load_all((root / "deploy/kubernetes/kubetrail.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert {"Namespace", "Secret", "PersistentVolumeClaim", "Deployment", "Service"} <= set(kinds)
+    deployment = kinds["Deployment"]["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"]["type"] == "Recreate"
+    (container,) = deployment["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("serve") - 1] == "--data-dir=/data"
+    code, out, _ = run_cli("serve", "--help")
+    assert code == 0
+    for arg in args[args.index("serve") + 1:]:
+        assert arg.split("=")[0] in out, arg
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for arg in args:
+        if arg.startswith(("--tls-", "--tokens-file", "--read-tokens-file")):
+            assert any(arg.split("=")[1].startswith(m) for m in mounts), arg
+    tokens = kinds["Secret"]["stringData"]
+    assert set(tokens) == {"tokens", "read-tokens"}
