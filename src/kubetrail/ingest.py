@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import duckdb
 import pyarrow as pa
@@ -32,7 +33,7 @@ from .store.archive import Archive, CommitResult, connection
 from .store.checkpoint import Checkpoint, CheckpointStore
 from .store.writer import ArchiveWriter, Plan
 
-__all__ = ["ClusterCounts", "FileReport", "IngestReport", "ingest"]
+__all__ = ["ClusterCounts", "FileReport", "IngestReport", "IngestSession", "ingest"]
 
 #: progress(events_so_far, bytes_so_far) — called every few thousand events.
 ProgressFn = Callable[[int, int], None]
@@ -103,9 +104,10 @@ class _Pipeline:
     """Holds the batch in flight and the checkpoints it will make true once committed."""
 
     def __init__(self, archive: Archive, batch_events: int, progress: ProgressFn | None,
-                 on_rows: RowsFn | None = None) -> None:
+                 on_rows: RowsFn | None = None, stop: threading.Event | None = None) -> None:
         self.archive = archive
         self.on_rows = on_rows
+        self.stop = stop  # checked where a batch is committed: reading stops there
         self.batch_events = max(1, batch_events)
         self.progress = progress
         self.raw = RawBatch()
@@ -223,6 +225,11 @@ class _Pipeline:
                           hint="free some space or fix the permissions, then run the same "
                           "ingest again: it resumes where the archive stopped")
 
+    @property
+    def idle(self) -> bool:
+        """Nothing read that is not yet durable (a pass that found nothing new)."""
+        return not (len(self.raw) or self.quarantine or self.pending or self._inflight)
+
     def _fail_quietly(self) -> None:
         self._failed = self._failed or "an earlier batch failed"
 
@@ -240,9 +247,21 @@ class _Pipeline:
     def run_file(self, inp: InputFile, cluster: str, fmt: str, force: bool) -> FileReport:
         report = self.file_reports[inp.label] = FileReport(inp.label)
         try:
-            fingerprint = inp.fingerprint()
-            size = inp.size()
-            compressed = inp.compressed()
+            raw = inp.open()
+        except InputError as exc:
+            return self._failed_file(report, exc)
+        try:
+            return self._run_open_file(inp, raw, report, cluster, fmt, force)
+        finally:
+            if inp.path is not None:
+                raw.close()
+
+    def _run_open_file(self, inp: InputFile, raw: IO[bytes], report: FileReport, cluster: str,
+                       fmt: str, force: bool) -> FileReport:
+        try:
+            # From the open file, not its path: a file renamed and replaced meanwhile (log
+            # rotation) must not be resumed from the other one's checkpoint.
+            fingerprint, size, compressed = inp.identify(raw)
         except InputError as exc:
             return self._failed_file(report, exc)
         key = CheckpointStore.key(fingerprint, cluster, fmt) if fingerprint else None
@@ -261,7 +280,6 @@ class _Pipeline:
                 self.pending[key] = Checkpoint(inp.label, 0, 0, True)
             return report
         decoder = Decoder(cluster=cluster, fmt=fmt)
-        raw = inp.open()
         last = Position(start_line, start, start_line)
         stream = raw
         try:
@@ -276,6 +294,9 @@ class _Pipeline:
                         self.pending[key] = Checkpoint(inp.label, last.offset, size,
                                                        line=last.end_line)
                     self.flush()
+                    if self.stop is not None and self.stop.is_set():
+                        report.status = "stopped"  # the next run resumes at the checkpoint
+                        return report
                 if self.progress and self.events >= self._next_progress:
                     self._next_progress = self.events + 10_000  # a few updates a second
                     self.progress(self.events, self.bytes_done + last.offset - start)
@@ -308,9 +329,6 @@ class _Pipeline:
         except OSError as exc:
             return self._failed_file(report, InputError(f"read error: {exc.strerror or exc}",
                                                         path=inp.label))
-        finally:
-            if inp.path is not None:
-                raw.close()
         damage = stream_error(stream)
         if damage:
             reason = f"{damage}; the {report.events} events before it were read"
@@ -318,8 +336,11 @@ class _Pipeline:
             self._quarantine(inp.label, cluster, last.end_line, reason, "")
             report.quarantined += 1
         if key:  # a document (not JSON lines) that grows is read again from its start
+            # A file that grew while it was read counts as the size read (never more), so
+            # that the next run finds it unchanged, or resumes it, instead of reading it all.
+            seen = size if compressed or not last.resumable else max(size, last.offset)
             self.pending[key] = Checkpoint(inp.label, last.offset if last.resumable else 0,
-                                           size, True, line=last.end_line if last.resumable else 0)
+                                           seen, True, line=last.end_line if last.resumable else 0)
         self.bytes_done += size
         return report
 
@@ -337,6 +358,60 @@ class _Pipeline:
         counts.read += read
         counts.quarantined += 1
         self.report.reasons[_reason_kind(reason)] += 1
+
+
+class IngestSession:
+    """One pipeline and archive writer kept open across several passes over the inputs.
+
+    :func:`ingest` makes one pass; :func:`kubetrail.follow.follow` makes one every poll, so
+    that the writer loads the keys of each (cluster, day) partition once, not once a pass.
+    Hold :meth:`Archive.writer_lock` while it is open (the checkpoints are read under it).
+    Setting `stop` ends a pass at the next committed batch; the next run resumes there.
+
+    >>> with archive.writer_lock(), IngestSession(archive) as session:  # doctest: +SKIP
+    ...     reports = session.read(expand_paths(["audit.log"]), cluster="prod")
+    >>> session.report.totals().stored  # doctest: +SKIP
+    21
+    """
+
+    def __init__(self, archive: Archive, *, batch_events: int = 50_000,
+                 progress: ProgressFn | None = None, on_rows: RowsFn | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self._pipeline = _Pipeline(archive, batch_events, progress, on_rows, stop)
+
+    def __enter__(self) -> IngestSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def report(self) -> IngestReport:
+        """Counts over every pass so far (the caller fills in `files` and `seconds`)."""
+        return self._pipeline.report
+
+    def read(self, inputs: list[InputFile], *, cluster: str = "default", fmt: str = "auto",
+             force: bool = False) -> list[FileReport]:
+        """One pass: each input from its checkpoint, in order; returns once all that was read
+        is durable and checkpointed (an input skipped because `stop` was set has no report)."""
+        pipeline = self._pipeline
+        reports: list[FileReport] = []
+        try:
+            for inp in inputs:
+                if pipeline.stop is not None and pipeline.stop.is_set():
+                    break
+                reports.append(pipeline.run_file(inp, cluster, fmt, force))
+        except StoreError:
+            raise
+        except KubetrailError:  # e.g. a legacy-format file: keep what was read before it
+            pipeline.flush(wait=True)
+            raise
+        if not pipeline.idle:
+            pipeline.flush(wait=True)
+        return reports
+
+    def close(self) -> None:
+        self._pipeline.close()
 
 
 def _quarantine_record(label: str, cluster: str, line: int, reason: str, excerpt: str
@@ -376,22 +451,11 @@ def ingest(
     Decoder(fmt=fmt)  # validates the format name before anything is read
     inputs = expand_paths(paths)
     started = time.monotonic()
-    with archive.writer_lock():
-        pipeline = _Pipeline(archive, batch_events, progress, on_rows)  # checkpoints: under the lock
-        try:
-            for inp in inputs:
-                pipeline.report.files.append(pipeline.run_file(inp, cluster, fmt, force))
-        except StoreError:
-            raise
-        except KubetrailError:  # e.g. a legacy-format file: keep what was read before it
-            pipeline.flush(wait=True)
-            raise
-        else:
-            pipeline.flush(wait=True)
-        finally:
-            pipeline.close()
+    with archive.writer_lock(), IngestSession(archive, batch_events=batch_events,
+                                              progress=progress, on_rows=on_rows) as session:
+        session.report.files.extend(session.read(inputs, cluster=cluster, fmt=fmt, force=force))
+    pipeline = session._pipeline
     if progress:
         progress(pipeline.events, pipeline.bytes_done)
     pipeline.report.seconds = time.monotonic() - started
     return pipeline.report
-

@@ -47,8 +47,9 @@ def _summary(report: IngestReport) -> None:
             err_console.print(f"  {n:>8,}  {reason}", markup=False, highlight=False)
 
 
-def _detector(archive: Archive, rules: list[Path] | None, alerts: Mapping[str, Any]
-              ) -> LiveDetector:
+def live_detector(archive: Archive, rules: list[Path] | None, alerts: Mapping[str, Any]
+                  ) -> LiveDetector:
+    """The bundled rules plus `rules`, alerts stored and sent to the configured sinks."""
     from ..detect.live import LiveDetector
     from ..detect.rules import load_rules
     from ..sinks import build_sinks
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         archive = app_ctx.archive(create=True)
-        detector = _detector(archive, rules, settings.alerts) if detect else None
+        detector = live_detector(archive, rules, settings.alerts) if detect else None
         on_rows = detector.submit if detector else None
         if app_ctx.show_progress() and not json_summary:
             with Progress(SpinnerColumn(), TextColumn("ingesting"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -111,6 +112,15 @@ def iter_items(
             hint="restart kube-apiserver with --audit-log-format=json (the default) and "
             "ingest the JSON log")
     if line[:1] in (b"{", b"[") and not _is_complete_json(line):
+        if not raw.endswith(b"\n") and not _begins_with_whole_value(line):
+            # The only line, with no newline yet, and not even its first JSON value whole:
+            # a new log's first line being written. It is left for a later run, as a last
+            # line is below. (Whole values run together are concatenated documents.)
+            yield Position(line_no, offset - len(raw), line_no - 1), Rejected(
+                f"line {line_no} has no newline and is not complete JSON: left unread until "
+                "the file grows (if the file is finished, it was cut off there)",
+                excerpt(line.decode("utf-8", "replace")), pending=True)
+            return
         # Either a document spread over lines, or JSON Lines whose first line is cut
         # (a copy started mid-write): the next line tells which.
         consumed = raw
@@ -235,6 +245,14 @@ def _skip(stream: IO[bytes], count: int) -> None:
         if not chunk:
             break
         remaining -= len(chunk)
+
+
+def _begins_with_whole_value(line: bytes) -> bool:
+    try:
+        json.JSONDecoder().raw_decode(line.decode("utf-8", "replace"))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_complete_json(line: bytes) -> bool:
