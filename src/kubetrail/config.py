@@ -44,6 +44,10 @@ class Settings:
     batch_events: int = field(default=50_000,
                               metadata={"help": "events buffered before a segment is written"})
     progress: bool = field(default=True, metadata={"help": "show progress bars on a terminal"})
+    signing_key: Path | None = field(
+        default=None, metadata={"help": "Ed25519 private key (`kubetrail keys generate`) that "
+                                "signs the manifest head after every commit; keep it outside "
+                                "the data dir", "type": Path})
     alerts: Mapping[str, Any] = field(
         default_factory=dict,
         metadata={"help": "alert sinks, minimum severity and suppression (file only; see "
@@ -62,7 +66,8 @@ _SCALAR_KEYS = _FILE_KEYS - _SECTIONS
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
-    target = {f.name: f for f in dataclasses.fields(Settings)}[name].default
+    spec = {f.name: f for f in dataclasses.fields(Settings)}[name]
+    target = spec.default if spec.default is not None else spec.metadata["type"]("")
     try:
         if isinstance(target, bool):
             if isinstance(value, bool):
@@ -164,5 +169,7 @@ def settings_schema() -> dict[str, Any]:
             props[f.name] = {"type": "object", "description": f.metadata.get("help", "")}
             continue
         kind = next((v for k, v in kinds.items() if isinstance(f.default, k)), "string")
+        if f.default is None:
+            kind = ["string", "null"]
         props[f.name] = {"type": kind, "description": f.metadata.get("help", "")}
     return {"type": "object", "additionalProperties": False, "properties": props}

@@ -51,9 +51,9 @@ def _main(
 
 
 def _register() -> None:
-    from . import detect, follow, ingest, policy, query, serve, simulate
+    from . import detect, evidence, follow, ingest, policy, query, serve, simulate
 
-    for module in (ingest, follow, query, simulate, policy, detect, serve):
+    for module in (ingest, follow, query, simulate, policy, detect, serve, evidence):
         module.register(app)
 
 

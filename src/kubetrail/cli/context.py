@@ -31,7 +31,8 @@ class AppContext:
         return self._settings.replace(**overrides) if overrides else self._settings
 
     def archive(self, *, create: bool = False) -> Archive:
-        return Archive(self.settings().data_dir, create=create)
+        settings = self.settings()
+        return Archive(settings.data_dir, create=create, signing_key=settings.signing_key)
 
     def show_progress(self) -> bool:
         return self.settings().progress and sys.stderr.isatty()

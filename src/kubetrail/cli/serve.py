@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             read_tokens=load_tokens(read_tokens_file) if read_tokens_file else None,
             open_writes=tokens_file is None,  # then mTLS (or --no-auth) authenticates
             open_reads=no_auth and read_tokens_file is None,
-            max_body_bytes=max_body,
+            max_body_bytes=max_body, signing_key=settings.signing_key,
             runtime=RuntimeOptions(queue_bytes=queue_bytes, detect=detect,
                                    rules=[str(p) for p in rules or ()],
                                    alerts=dict(settings.alerts)))

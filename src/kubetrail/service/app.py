@@ -44,6 +44,7 @@ class ServiceConfig:
     open_reads: bool = False  # reads need no token (only when no authentication is set up)
     open_writes: bool = False  # writes need no token (mTLS, or --no-auth on loopback)
     max_body_bytes: int = 64 * 1024 * 1024
+    signing_key: Path | None = None  # signs the manifest head after every compaction
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
@@ -152,7 +153,7 @@ def count_events(body: bytes) -> int:
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service as an ASGI app; the pipeline starts and stops with the app's lifespan."""
     metrics = Metrics()
-    archive = Archive(Path(config.data_dir))
+    archive = Archive(Path(config.data_dir), signing_key=config.signing_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -39,6 +39,7 @@ from ..errors import StoreError
 from ..events.row import SCHEMA, UNIQUE_COLUMNS
 
 if TYPE_CHECKING:
+    from .evidence import Signer
     from .writer import ArchiveWriter
 
 __all__ = ["Archive", "CommitResult", "connection"]
@@ -108,8 +109,10 @@ class Archive:
     >>> archive.connect().sql("select count(*) from events").fetchone()  # doctest: +SKIP
     """
 
-    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, create: bool = True,
+                 signing_key: Path | None = None) -> None:
         self.root = Path(data_dir).expanduser()
+        self.signer: Signer | None = None
         self.segments_dir = self.root / "segments"
         self.state_dir = self.root / "state"
         self.quarantine_dir = self.root / "quarantine"
@@ -125,6 +128,10 @@ class Archive:
         elif not self.root.is_dir():
             raise StoreError(f"no archive at {self.root}",
                              hint="ingest something first, or point --data-dir at the archive")
+        if signing_key is not None:
+            from .evidence import Signer
+
+            self.signer = Signer.load(Path(signing_key).expanduser())
 
     # -- writing -----------------------------------------------------------------------
 
@@ -198,15 +205,34 @@ class Archive:
         return path
 
     def _append_manifest(self, entry: dict[str, Any]) -> None:
+        from .evidence import append_signature, entry_hash
+
         prev = self.manifest_head()
         entry = {"seq": prev[0] + 1, **entry,
                  "sealed": datetime.now(UTC).isoformat(timespec="seconds"), "prev": prev[1]}
-        body = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
-        entry["hash"] = hashlib.sha256(body).hexdigest()
+        entry["hash"] = entry_hash(entry)
         with open(self.manifest_path, "ab") as fh:
             fh.write(orjson.dumps(entry) + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(self.manifest_path, 0o600)
+        if self.signer is not None:
+            append_signature(self.root, self.signer, entry["seq"], entry["hash"])
+
+    def delete_segment(self, path: Path, reason: str) -> None:
+        """Remove a sealed segment and record it in the manifest (retention): verification
+        then knows it was removed on purpose."""
+        relative = str(path.relative_to(self.root))
+        listed = next((e for e in reversed(self.manifest()) if e.get("segment") == relative
+                       and e.get("op") != "delete"), None)
+        if listed is None:
+            raise StoreError(f"{relative} is not a sealed segment of this archive",
+                             hint="retention only removes segments the manifest lists")
+        self._append_manifest({"op": "delete", "segment": relative, "sha256": listed["sha256"],
+                               "rows": listed["rows"], "cluster": listed.get("cluster"),
+                               "reason": reason})
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
 
     def manifest_head(self) -> tuple[int, str]:
         """(sequence number, hash) of the last manifest entry; (0, '') when empty."""
