@@ -148,6 +148,25 @@ def detect_times(path: Path, work: Path) -> tuple[float, float, int]:
     return t_detect, t_ingest, len(load_rules().enabled())
 
 
+def redaction_and_verify(path: Path, archive: Archive, work: Path
+                         ) -> tuple[float, tuple[float, float, int]]:
+    """Seconds of ingest without redaction; (verify s, sha256sum s, bytes) of the archive."""
+    config = work / "no-redaction.yaml"
+    config.write_text("redaction:\n  enabled: false\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t_plain, _ = timed(subprocess.run, [sys.executable, "-m", "kubetrail", "--config", str(config),
+                                         "--data-dir", str(work / "plain"), "--no-progress",
+                                         "ingest", str(path), "--cluster", "bench"],
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t_verify, _ = timed(subprocess.run, [sys.executable, "-m", "kubetrail", "--data-dir",
+                                          str(archive.root), "verify"], env=env,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = [str(p) for p in archive.segment_files()]
+    t_sha, _ = timed(subprocess.run, ["sha256sum", *files], check=True,
+                     stdout=subprocess.DEVNULL)
+    return t_plain, (t_verify, t_sha, sum(Path(f).stat().st_size for f in files))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -187,6 +206,13 @@ def main() -> None:
         if t_jq is not None:
             lines.append(f"| `jq -c 'select(.verb == \"delete\") | {{…}}'` | {t_jq:.2f} | "
                          f"{args.events / t_jq:,.0f} | {t_jq / t_kt:.2f}× |")
+        t_plain, verify = redaction_and_verify(path, archive, work)
+        lines += [f"| `kubetrail ingest` with redaction off (`redaction: {{enabled: false}}`) | "
+                  f"{t_plain:.2f} | {args.events / t_plain:,.0f} | redaction adds "
+                  f"{100 * (t_kt / t_plain - 1):+.0f} % |"]
+        lines += ["", f"`kubetrail verify` over the archive: {verify[0]:.2f} s, "
+                  f"{verify[2] / 1e6 / verify[0]:,.0f} MB/s; `sha256sum` of the same segments: "
+                  f"{verify[1]:.2f} s, {verify[2] / 1e6 / verify[1]:,.0f} MB/s."]
         lines += ["", f"Stored {stored:,} events: {disk / 1e6:,.1f} MB on disk, "
                   f"{disk / stored:,.0f} bytes/event, {100 * disk / raw_bytes:.1f} % of the raw JSON.",
                   ""]

@@ -52,6 +52,11 @@ class Settings:
         default_factory=dict,
         metadata={"help": "alert sinks, minimum severity and suppression (file only; see "
                           "docs/alerts.md)", "section": True})
+    redaction: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "redaction of secrets before anything is stored: on by default; "
+                          "`enabled`, extra `paths` and `patterns`, `key_file` (file only; see "
+                          "docs/redaction.md)", "section": True})
     config_path: Path | None = field(default=None, metadata={"help": "the file that was loaded"})
 
     def replace(self, **changes: Any) -> Settings:

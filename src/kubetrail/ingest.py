@@ -28,6 +28,7 @@ from .events.compression import open_stream, stream_error
 from .events.decode import Decoded, Decoder, excerpt
 from .events.normalize import RawBatch, normalize_with
 from .events.reader import FastLines, Position, iter_items, json_error
+from .redact import redact_rows
 from .sources.files import InputFile, expand_paths
 from .store.archive import Archive, CommitResult, connection
 from .store.checkpoint import Checkpoint, CheckpointStore
@@ -170,7 +171,9 @@ class _Pipeline:
             # The stages already keep every core busy; DuckDB's own threads on a 50k-event
             # batch only add contention (measured ~5 % faster with one).
             self._norm_con.execute("SET threads = 1")
-        return normalize_with(self._norm_con, raw)
+        rows, problems = normalize_with(self._norm_con, raw)
+        # Secrets go before anything is written (quarantined texts: Archive.quarantine).
+        return redact_rows(self._norm_con, rows, self.archive.redactor), problems
 
     def _plan(self, normalized: Future[tuple[pa.Table | None, list[dict[str, Any]]]]
               ) -> tuple[Plan | None, list[dict[str, Any]]]:

@@ -32,7 +32,8 @@ class AppContext:
 
     def archive(self, *, create: bool = False) -> Archive:
         settings = self.settings()
-        return Archive(settings.data_dir, create=create, signing_key=settings.signing_key)
+        return Archive(settings.data_dir, create=create, signing_key=settings.signing_key,
+                       redaction=settings.redaction)
 
     def show_progress(self) -> bool:
         return self.settings().progress and sys.stderr.isatty()

@@ -117,14 +117,15 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         settings = app_ctx.settings(cluster=cluster)
         ruleset = _ruleset(rules, no_builtin)
-        state = None if stateless else app_ctx.archive(create=True).state_dir / "detect-state.json"
+        archive = app_ctx.archive(create=True)
+        state = None if stateless else archive.state_dir / "detect-state.json"
         with build_sinks(settings.alerts) as sinks:
             def both(alert: Any) -> None:
                 printer(alert)
                 sinks.send(alert)
 
             report = detect_paths(paths, ruleset, both, cluster=settings.cluster, fmt=fmt,
-                                  state_path=state, rule_ids=rule)
+                                  state_path=state, rule_ids=rule, redactor=archive.redactor)
         printer.finish()
         _report_rejects(report)
         err_console.print(f"{report.events:,} events, {report.alerts:,} alerts")

@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
             open_writes=tokens_file is None,  # then mTLS (or --no-auth) authenticates
             open_reads=no_auth and read_tokens_file is None,
             max_body_bytes=max_body, signing_key=settings.signing_key,
+            redaction=dict(settings.redaction),
             runtime=RuntimeOptions(queue_bytes=queue_bytes, detect=detect,
                                    rules=[str(p) for p in rules or ()],
                                    alerts=dict(settings.alerts)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow as pa
 from ..events.batches import Rejects, read_batches
 from ..events.normalize import normalize_with
 from ..query.filters import EventFilter
+from ..redact import Redactor, redact_rows
 from ..stages import ahead
 from ..store.archive import Archive, connection
 from .alert import Alert
@@ -38,12 +40,14 @@ class DetectReport:
         return 3 if self.rejects.records else 0
 
 
-def _normalised(batches: Iterator[pa.Table], report: DetectReport) -> Iterator[pa.Table]:
+def _normalised(batches: Iterator[pa.Table], report: DetectReport, redactor: Redactor
+                ) -> Iterator[pa.Table]:
     con = connection(ordered=True)
     con.execute("SET threads = 1")  # reading and detecting keep the other core busy
     try:
         for raw in batches:
             rows, problems = normalize_with(con, raw)
+            rows = redact_rows(con, rows, redactor)  # alerts never carry a secret
             for p in problems:
                 report.rejects.records.append((p["file"], p["line"], p["problem"]))
             report.events += rows.num_rows
@@ -73,17 +77,20 @@ def _drain(engine: Engine, batches: Iterable[pa.Table], on_alert: AlertFn,
 
 def detect_paths(paths: Sequence[str], ruleset: RuleSet, on_alert: AlertFn, *,
                  cluster: str = "default", fmt: str = "auto", state_path: Path | None = None,
-                 rule_ids: Sequence[str] | None = None, batch_events: int = 100_000
-                 ) -> DetectReport:
+                 rule_ids: Sequence[str] | None = None, batch_events: int = 100_000,
+                 redactor: Redactor | None = None) -> DetectReport:
     """Stream inputs of any shape through the rules; `on_alert` gets each alert as raised.
 
     Reading, parsing and detecting each run on their own thread, a batch apart. Batches
     are large because each costs the rules a fixed set-up (a few tenths of a second)."""
     report = DetectReport()
+    if redactor is None:  # fingerprints then hold for this run only
+        redactor = Redactor(secrets.token_bytes(32))
     with Engine(ruleset, state_path=state_path, rule_ids=rule_ids) as engine:
         raw = ahead(read_batches(paths, cluster=cluster, fmt=fmt, batch_events=batch_events,
                                  rejects=report.rejects), name="kubetrail-read")
-        _drain(engine, ahead(_normalised(raw, report), name="kubetrail-parse"), on_alert, report)
+        _drain(engine, ahead(_normalised(raw, report, redactor), name="kubetrail-parse"),
+               on_alert, report)
     return report
 
 

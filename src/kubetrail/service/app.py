@@ -45,6 +45,7 @@ class ServiceConfig:
     open_writes: bool = False  # writes need no token (mTLS, or --no-auth on loopback)
     max_body_bytes: int = 64 * 1024 * 1024
     signing_key: Path | None = None  # signs the manifest head after every compaction
+    redaction: dict[str, Any] = field(default_factory=dict)  # the `redaction:` settings
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
@@ -153,7 +154,8 @@ def count_events(body: bytes) -> int:
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service as an ASGI app; the pipeline starts and stops with the app's lifespan."""
     metrics = Metrics()
-    archive = Archive(Path(config.data_dir), signing_key=config.signing_key)
+    archive = Archive(Path(config.data_dir), signing_key=config.signing_key,
+                      redaction=config.redaction)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -183,6 +185,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         _authorise(config.write_tokens, config.open_writes, request, cluster)
         body = await _body(request, config.max_body_bytes)
         count = await asyncio.to_thread(count_events, body)
+        if count:  # secrets go before the batch is written anywhere
+            body = await asyncio.to_thread(archive.redactor.body, body)
         if count:
             runtime: Runtime = request.app.state.runtime
             try:

@@ -22,7 +22,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from ..errors import StoreError
 from ..events.row import SCHEMA, UNIQUE_COLUMNS
 
 if TYPE_CHECKING:
+    from ..redact import Redactor
     from .evidence import Signer
     from .writer import ArchiveWriter
 
@@ -110,9 +111,12 @@ class Archive:
     """
 
     def __init__(self, data_dir: Path, *, create: bool = True,
-                 signing_key: Path | None = None) -> None:
+                 signing_key: Path | None = None,
+                 redaction: Mapping[str, Any] | None = None) -> None:
         self.root = Path(data_dir).expanduser()
         self.signer: Signer | None = None
+        self._redaction = redaction
+        self._redactor: Redactor | None = None
         self.segments_dir = self.root / "segments"
         self.state_dir = self.root / "state"
         self.quarantine_dir = self.root / "quarantine"
@@ -134,6 +138,16 @@ class Archive:
             self.signer = Signer.load(Path(signing_key).expanduser())
 
     # -- writing -----------------------------------------------------------------------
+
+    @property
+    def redactor(self) -> Redactor:
+        """What every writer puts events through before they are stored (on unless the
+        `redaction:` settings disable it); its key lives in the data dir."""
+        if self._redactor is None:
+            from ..redact import load_redactor
+
+            self._redactor = load_redactor(self.root, self._redaction)
+        return self._redactor
 
     @contextlib.contextmanager
     def writer_lock(self, wait_seconds: float = 30.0) -> Iterator[None]:
@@ -260,6 +274,9 @@ class Archive:
     def quarantine(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        redactor = self.redactor
+        records = [{**r, "excerpt": redactor.text(r["excerpt"])} if r.get("excerpt") else r
+                   for r in records]
         path = self.quarantine_dir / "quarantine.jsonl"
         with open(path, "ab") as fh:
             for record in records:
