@@ -63,7 +63,7 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
 def test_schema_lists_every_setting() -> None:
     schema = settings_schema()
     assert set(schema["properties"]) == {"data_dir", "cluster", "batch_events", "progress",
-                                         "signing_key", "alerts", "redaction"}
+                                         "signing_key", "alerts", "retention", "redaction"}
     assert schema["properties"]["alerts"]["type"] == "object"
     assert schema["properties"]["signing_key"]["type"] == ["string", "null"]
     assert schema["additionalProperties"] is False

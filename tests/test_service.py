@@ -501,3 +501,33 @@ def test_the_kubernetes_manifest_runs_the_service_as_documented() -> None:
             assert any(arg.split("=")[1].startswith(m) for m in mounts), arg
     tokens = kinds["Secret"]["stringData"]
     assert set(tokens) == {"tokens", "read-tokens"}
+
+
+def test_the_service_applies_retention_by_itself(tmp_path: Path,
+                                                 events: list[dict[str, Any]]) -> None:
+    config = tmp_path / "kubetrail.yaml"
+    config.write_text("retention:\n  max_age: 1d\n")  # the simulated events are older
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetrail", "--config", str(config), "--data-dir",
+         str(tmp_path / "data"), "serve", "--no-auth", "--no-detect", "--port", str(port)],
+        env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _RUNNING.append(proc)
+    server = Server(proc, f"http://127.0.0.1:{port}", port)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    with WebhookSender(f"{server.base}/v1/audit") as sender:
+        assert sender.send(events[:400])
+    archive = Archive(tmp_path / "data")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(e.get("op") == "delete"
+                                                  for e in archive.manifest()):
+        time.sleep(0.2)
+    assert server.stop()[0] == 0
+    assert archived(tmp_path / "data") == []  # removed by age, on the record
+    code, out, err = run_cli("--data-dir", tmp_path / "data", "verify")
+    assert code == 0 and "removed by retention" in out, err

@@ -52,6 +52,11 @@ class Settings:
         default_factory=dict,
         metadata={"help": "alert sinks, minimum severity and suppression (file only; see "
                           "docs/alerts.md)", "section": True})
+    retention: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "how long and how much to keep: `max_age` (90d), `max_size` (50GB), "
+                          "per-cluster `clusters:` overrides (file only; applied by `kubetrail "
+                          "retention apply` and hourly by `serve`)", "section": True})
     redaction: Mapping[str, Any] = field(
         default_factory=dict,
         metadata={"help": "redaction of secrets before anything is stored: on by default; "

@@ -13,12 +13,51 @@ from .output import console, err_console
 
 keys_app = typer.Typer(help="Signing keys for the manifest (tamper evidence).",
                        no_args_is_help=True)
+retention_app = typer.Typer(help="Removing old segments, on the record.", no_args_is_help=True)
 
 _DEFAULT_KEY = Path("~/.config/kubetrail/signing.key")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
+    app.add_typer(retention_app, name="retention")
+
+    @retention_app.command("apply")
+    def retention_apply(
+        ctx: typer.Context,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Only list what would be removed.")] = False,
+        output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    ) -> None:
+        """Remove segments older than `max_age` or beyond `max_size` (the `retention:`
+        settings, globally and per cluster); each removal is recorded in the manifest, so
+        `kubetrail verify` does not call it tampering."""
+        from datetime import UTC, datetime
+
+        from ..errors import ConfigError
+        from ..store.retention import RetentionPolicy, apply_retention
+
+        app_ctx = app_context(ctx)
+        policy = RetentionPolicy.from_mapping(app_ctx.settings().retention)
+        if policy.empty:
+            raise ConfigError("no retention is configured",
+                              hint="add a `retention:` section (max_age, max_size, clusters) "
+                              "to kubetrail.yaml")
+        removals = apply_retention(app_ctx.archive(), policy, datetime.now(UTC),
+                                   dry_run=dry_run)
+        if output == "json":
+            for r in removals:
+                console.file.write(orjson.dumps(r.to_dict()).decode() + "\n")
+            return
+        verb = "would remove" if dry_run else "removed"
+        for r in removals:
+            console.print(f"{verb} {r.segment.name} ({r.cluster}, {r.rows:,} rows, "
+                          f"{r.bytes / 1e6:,.1f} MB, up to {r.max_time}): {r.reason}",
+                          markup=False, highlight=False)
+        console.print(f"{verb} {len(removals)} segment(s), "
+                      f"{sum(r.rows for r in removals):,} rows, "
+                      f"{sum(r.bytes for r in removals) / 1e6:,.1f} MB",
+                      markup=False, highlight=False)
 
     @app.command("verify")
     def verify_cmd(

@@ -88,8 +88,10 @@ def register(app: typer.Typer) -> None:
         from ..service.app import ServiceConfig, create_app
         from ..service.auth import load_tokens
         from ..service.runtime import RuntimeOptions
+        from ..store.retention import RetentionPolicy
 
         settings = app_context(ctx).settings()
+        RetentionPolicy.from_mapping(settings.retention)  # a mistake stops it before it starts
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together",
                               hint="give both to serve HTTPS, or neither")
@@ -113,7 +115,8 @@ def register(app: typer.Typer) -> None:
             redaction=dict(settings.redaction),
             runtime=RuntimeOptions(queue_bytes=queue_bytes, detect=detect,
                                    rules=[str(p) for p in rules or ()],
-                                   alerts=dict(settings.alerts)))
+                                   alerts=dict(settings.alerts),
+                                   retention=dict(settings.retention)))
         for path in (tls_cert, tls_key, client_ca):
             if path is not None and not path.is_file():
                 raise ConfigError(f"no such file: {path}")

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -29,6 +30,7 @@ from ..events.normalize import normalize_with
 from ..events.reader import json_error
 from ..events.row import RAW_SCHEMA
 from ..store.archive import Archive, connection
+from ..store.retention import RetentionPolicy, apply_retention
 from ..store.wal import WalPosition, WalRecord, WriteAheadLog
 from .metrics import Metrics
 
@@ -53,6 +55,8 @@ class RuntimeOptions:
     detect: bool = True
     rules: list[str] = field(default_factory=list)
     alerts: dict[str, Any] = field(default_factory=dict)
+    retention: dict[str, Any] = field(default_factory=dict)  # applied hourly when set
+    retention_seconds: float = 3600.0
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Runtime:
         self._oldest_unsealed: float | None = None
         self._stopping = threading.Event()
         self._failure: str | None = None
+        policy = RetentionPolicy.from_mapping(options.retention)
+        self._retention = None if policy.empty else policy
+        self._next_retention = time.monotonic()
         self._wal_thread = threading.Thread(target=self._wal_loop, name="kubetrail-wal",
                                             daemon=True)
         self._compact_thread = threading.Thread(target=self._compact_loop,
@@ -177,6 +184,13 @@ class Runtime:
                 return
             if self.detector is not None:
                 self.detector.flush()
+            if self._retention is not None and time.monotonic() >= self._next_retention:
+                self._next_retention = time.monotonic() + self.options.retention_seconds
+                try:
+                    apply_retention(self.archive, self._retention, datetime.now(UTC),
+                                    locked=True)
+                except Exception:  # the next hour tries again; serving goes on
+                    log.exception("retention failed")
 
     def compact(self) -> int:
         """Move what the log holds into the archive; returns the events compacted."""
