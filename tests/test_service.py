@@ -238,6 +238,10 @@ def test_authentication_and_authorisation(tmp_path: Path, tokens: tuple[Path, Pa
                      headers={"Authorization": f"Bearer {WRITE_TOKEN}"}).status_code == 401
     ok = httpx.get(f"{server.base}/v1/stats", headers={"Authorization": f"Bearer {READ_TOKEN}"})
     assert ok.status_code == 200 and ok.json()["events"] == 20
+    from kubetrail.store.access import read_access
+
+    (seen,) = read_access(Archive(tmp_path / "data"))  # the read is on the access log
+    assert (seen["who"], seen["action"]) == ("token read-tokens:1", "api stats")
     metrics = httpx.get(f"{server.base}/metrics").text
     assert 'kubetrail_batches_rejected_total{reason="unauthenticated"} 5.0' in metrics
     assert 'kubetrail_batches_rejected_total{reason="forbidden"} 2.0' in metrics

@@ -155,6 +155,10 @@ def register(app: typer.Typer) -> None:
             found.append(alert)
 
         flt = build_filter({"since": since, "until": until, "cluster": cluster})
+        from ..store.access import current_user, describe_filter, record_access
+
+        record_access(archive, who=current_user(), action="hunt",
+                      what={"rules": list(rule or []), **describe_filter(flt)})
         report = hunt(archive, _ruleset(rules, no_builtin), keep, flt=flt, rule_ids=rule)
         printer.finish()
         if store:
@@ -192,7 +196,12 @@ def register(app: typer.Typer) -> None:
                           clusters=tuple(cluster or ()), behaviours=tuple(behaviour or ()),
                           since=parse_when(since) if since else None,
                           until=parse_when(until) if until else None)
-        alerts = read_alerts(app_context(ctx).archive(), flt, limit)
+        from ..store.access import current_user, describe_filter, record_access
+
+        archive = app_context(ctx).archive()
+        alerts = read_alerts(archive, flt, limit)
+        record_access(archive, who=current_user(), action="alerts", what=describe_filter(flt),
+                      rows=len(alerts))
         if output == "json":
             for a in alerts:
                 sys.stdout.buffer.write(orjson.dumps(a, default=str, option=orjson.OPT_UTC_Z) + b"\n")

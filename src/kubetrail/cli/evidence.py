@@ -22,6 +22,34 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(retention_app, name="retention")
 
+    @app.command("access-log")
+    def access_log_cmd(
+        ctx: typer.Context,
+        who: Annotated[str | None, typer.Option("--who", help="Only this user or token "
+                                                "(glob).", show_default=False)] = None,
+        since: Annotated[str | None, typer.Option("--since", help="24h, 7d or an RFC 3339 "
+                                                  "time.", show_default=False)] = None,
+        output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    ) -> None:
+        """Who looked at the audit log: every query, hunt and report, with its filter and
+        how many rows it returned (a hash chain `kubetrail verify` checks)."""
+        from fnmatch import fnmatchcase
+
+        from ..query.filters import parse_when
+        from ..store.access import read_access
+        from .output import render_rows
+
+        entries = read_access(app_context(ctx).archive())
+        if who:
+            entries = [e for e in entries if fnmatchcase(str(e.get("who")), who)]
+        if since:
+            start = parse_when(since).isoformat()
+            entries = [e for e in entries if str(e.get("at")) >= start]
+        rows = [{"at": e["at"], "who": e["who"], "action": e["action"],
+                 "what": orjson.dumps(e.get("what") or {}).decode(), "rows": e.get("rows")}
+                for e in entries]
+        render_rows(rows if output == "table" else entries, output, title="access log")
+
     @retention_app.command("apply")
     def retention_apply(
         ctx: typer.Context,
@@ -96,7 +124,10 @@ def register(app: typer.Typer) -> None:
 
             raise ConfigError(f"no such public key: {public_key}")
         key = load_public_key(key_path) if key_path else None
+        from ..store.access import verify_access
+
         result = verify_archive(archive.root, archive.segment_files(), key)
+        result.problems.extend(verify_access(archive))
         if output == "json":
             console.file.write(orjson.dumps(result.to_dict()).decode() + "\n")
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import typer
@@ -12,6 +12,7 @@ from ..errors import QueryError
 from ..events.row import COLUMNS
 from ..query import answers
 from ..query.filters import EventFilter
+from ..store.access import describe_filter
 from .context import app_context
 from .filters import with_filters
 from .output import OUTPUTS, console, render_rows
@@ -30,6 +31,14 @@ def _connect(ctx: typer.Context, output: str) -> duckdb.DuckDBPyConnection:
     """Check the output format before any work, then open the archive for reading."""
     _check_output(output)
     return app_context(ctx).archive().connect()
+
+
+def _record(ctx: typer.Context, action: str, what: Any, rows: int | None) -> None:
+    """Put the read on the access log (before its answer is shown)."""
+    from ..store.access import current_user, record_access
+
+    record_access(app_context(ctx).archive(), who=current_user(), action=action,
+                  what=describe_filter(what), rows=rows)
 
 
 def _bar(value: int, peak: int, width: int = 40) -> str:
@@ -71,6 +80,7 @@ def register(app: typer.Typer) -> None:
             cols = tuple(f.strip() for f in fields.split(",")) if fields else None
             table = answers.query_events(con, flt, fields=cols, limit=limit or None,
                                          all_stages=all_stages, newest_first=newest)
+        _record(ctx, "query", {"sql": sql} if sql else flt, table.num_rows)
         render_rows(table.to_pylist(), output, columns=table.column_names)
 
     @app.command("who")
@@ -85,6 +95,7 @@ def register(app: typer.Typer) -> None:
         """What a user or service account touched, when, from where, and how often denied."""
         con = _connect(ctx, output)
         p = answers.who(con, user, flt, limit=limit)
+        _record(ctx, "who", {"user": user, **describe_filter(flt)}, len(p.touched))
         if output != "table":
             render_rows([p.to_dict()] if output == "json" else p.touched, output)
             return
@@ -117,6 +128,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every request that touched one object, in order, with who did it and what changed."""
         con = _connect(ctx, output)
+        _record(ctx, "history", {"target": target, "namespace": namespace,
+                                 "cluster": cluster}, None)
         entries = answers.object_history(con, target, namespace, cluster=cluster,
                                          include_reads=not writes_only)
         if output != "table":
@@ -149,6 +162,7 @@ def register(app: typer.Typer) -> None:
         """Requests over time as a chart in the terminal, with denied and failed counts."""
         con = _connect(ctx, output)
         rows = answers.timeline(con, flt, bucket)
+        _record(ctx, "timeline", flt, len(rows))
         if output != "table":
             render_rows(rows, output)
             return
@@ -178,6 +192,7 @@ def register(app: typer.Typer) -> None:
         """The loudest users, resources, verbs, namespaces, IPs, agents, or denied requests."""
         con = _connect(ctx, output)
         rows = answers.top(con, dimension, flt, limit=limit)
+        _record(ctx, f"top {dimension}", flt, len(rows))
         render_rows(rows, output, title=f"top {dimension}")
 
     @app.command("stats")

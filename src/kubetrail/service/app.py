@@ -212,8 +212,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def cluster_audit(request: Request, cluster: str) -> Response:
         return await receive(request, cluster)
 
-    def reader(request: Request) -> None:
-        _authorise(config.read_tokens, config.open_reads, request, None)
+    def reader(request: Request) -> str:
+        """Who is reading (a read token's name, or `anonymous` with --no-auth)."""
+        token = _authorise(config.read_tokens, config.open_reads, request, None)
+        return f"token {token.name}" if token is not None else "anonymous"
+
+    def recorded(who: str, action: str, what: Any, rows: int | None) -> None:
+        from ..store.access import describe_filter, record_access
+
+        record_access(archive, who=who, action=action, what=describe_filter(what), rows=rows)
 
     @app.get("/v1/events", summary="Events, filtered as with `kubetrail query`")
     async def events(
@@ -234,7 +241,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
-        reader(request)
+        who = reader(request)
         flt = EventFilter(
             users=tuple(user or ()), groups=tuple(group or ()), verbs=tuple(verb or ()),
             resources=tuple(resource or ()), namespaces=tuple(namespace or ()),
@@ -245,6 +252,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         runtime: Runtime = request.app.state.runtime
         rows = await asyncio.to_thread(_query, archive, runtime, flt, limit, offset)
         page = rows[:limit]
+        await asyncio.to_thread(recorded, who, "api events", flt, len(page))
         out: dict[str, Any] = {"items": page, "offset": offset, "limit": limit}
         if len(rows) > limit:
             out["next_offset"] = offset + limit
@@ -263,12 +271,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     ) -> Response:
         from ..detect.store import AlertFilter, read_alerts
 
-        reader(request)
+        who = reader(request)
         flt = AlertFilter(rules=tuple(rule or ()), min_severity=min_severity,
                           clusters=tuple(cluster or ()),
                           since=parse_when(since) if since else None)
         found = await asyncio.to_thread(read_alerts, archive, flt)
         page = found[offset:offset + limit]
+        await asyncio.to_thread(recorded, who, "api alerts", flt, len(page))
         out: dict[str, Any] = {"items": page, "offset": offset, "limit": limit,
                                "total": len(found)}
         if offset + limit < len(found):
@@ -279,8 +288,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def stats(request: Request) -> Response:
         from ..query.answers import archive_stats
 
-        reader(request)
+        who = reader(request)
         runtime: Runtime = request.app.state.runtime
+        await asyncio.to_thread(recorded, who, "api stats", {}, None)
 
         def collect() -> dict[str, Any]:
             con = archive.connect(runtime.pending_rows())

@@ -283,10 +283,11 @@ def _check_signatures(root: Path, public_key: Ed25519PublicKey | None, hashes: d
         result.key_id = kid
 
 
-def append_signature(root: Path, signer: Signer, seq: int, head: str) -> None:
-    """Sign the manifest head and append the signature durably."""
+def append_signature(root: Path, signer: Signer, seq: int, head: str, *,
+                     name: str = SIGNATURES) -> None:
+    """Sign a chain's head and append the signature durably (to `root/name`)."""
     line = orjson.dumps(signer.sign(seq, head)) + b"\n"
-    path = root / SIGNATURES
+    path = root / name
     try:
         with open(path, "ab") as fh:
             fh.write(line)
