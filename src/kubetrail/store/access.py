@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from ..errors import StoreError
-from .archive import Archive, ensure_dir
-from .evidence import Problem, entry_hash
+from .archive import Archive, chain_head, ensure_dir
+from .evidence import Problem, check_chain, entry_hash, read_chain
 
 __all__ = ["access_path", "current_user", "describe_filter", "read_access", "record_access",
            "verify_access"]
@@ -51,19 +51,6 @@ def describe_filter(flt: Any) -> dict[str, Any]:
     return out
 
 
-def _last(fh: Any) -> tuple[int, str]:
-    fh.seek(0, os.SEEK_END)
-    size = fh.tell()
-    fh.seek(max(0, size - 8192))
-    for line in reversed(fh.read().splitlines()):
-        try:
-            entry = orjson.loads(line)
-            return int(entry["seq"]), str(entry["hash"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-    return 0, ""
-
-
 def record_access(archive: Archive, *, who: str, action: str,
                   what: Mapping[str, Any] | None = None, rows: int | None = None) -> None:
     """Append one read to the access log (durably, before the answer is shown)."""
@@ -74,7 +61,7 @@ def record_access(archive: Archive, *, who: str, action: str,
         ensure_dir(path.parent)
         with open(path, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            seq, prev = _last(fh)
+            seq, prev = chain_head(fh)
             entry: dict[str, Any] = {
                 "seq": seq + 1, "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "who": who, "action": action, "what": dict(what or {}), "rows": rows,
@@ -103,26 +90,8 @@ def read_access(archive: Archive) -> list[dict[str, Any]]:
 
 def verify_access(archive: Archive) -> list[Problem]:
     """The access log's chain: edited, removed, inserted or reordered entries."""
-    path = access_path(archive)
-    if not path.exists():
-        return []
     problems: list[Problem] = []
-    prev, expected = "", 1
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            problems.append(Problem("access-log", f"access log line {number} is not JSON: "
-                                    "edited or damaged"))
-            continue
-        seq = entry.get("seq")
-        if seq != expected or entry.get("prev") != prev:
-            problems.append(Problem("access-log", f"access log entry {seq} does not follow "
-                                    f"entry {expected - 1}: entries were removed, inserted or "
-                                    "reordered"))
-        if entry_hash(entry) != entry.get("hash"):
-            problems.append(Problem("access-log", f"access log entry {seq} does not match its "
-                                    "hash: it was edited"))
-        prev = str(entry.get("hash", ""))
-        expected = (seq if isinstance(seq, int) else expected) + 1
+    entries = read_chain(access_path(archive), "access log", problems, kind="access-log",
+                         skip_blank=False)
+    check_chain(entries, "access log", problems, broken="access-log", edited="access-log")
     return problems

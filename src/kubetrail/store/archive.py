@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import duckdb
@@ -101,6 +101,20 @@ def connection(*, ordered: bool = False) -> duckdb.DuckDBPyConnection:
     if not ordered:
         con.execute("SET preserve_insertion_order = false")
     return con
+
+
+def chain_head(fh: IO[bytes], window: int = 8192) -> tuple[int, str]:
+    """(sequence number, hash) of the last whole entry of an open hash-chained JSON-lines
+    file (the manifest, the access log); (0, '') when it has none."""
+    fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, fh.tell() - window))
+    for line in reversed(fh.read().splitlines()):
+        try:
+            entry = orjson.loads(line)
+            return int(entry["seq"]), str(entry["hash"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return 0, ""
 
 
 class Archive:
@@ -253,17 +267,7 @@ class Archive:
         if not self.manifest_path.exists():
             return 0, ""
         with open(self.manifest_path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 4096))
-            lines = fh.read().splitlines()
-        for line in reversed(lines):
-            try:
-                entry = orjson.loads(line)
-                return int(entry["seq"]), str(entry["hash"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-        return 0, ""
+            return chain_head(fh)
 
     def manifest(self) -> list[dict[str, Any]]:
         if not self.manifest_path.exists():

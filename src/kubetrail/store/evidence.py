@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import ConfigError, StoreError
 
-__all__ = ["SIGNATURES", "Problem", "Signer", "Verification", "entry_hash", "generate_keys",
-           "key_id", "load_public_key", "verify_archive"]
+__all__ = ["SIGNATURES", "Problem", "Signer", "Verification", "check_chain", "entry_hash",
+           "generate_keys", "key_id", "load_public_key", "read_chain", "verify_archive"]
 
 SIGNATURES = "manifest.sig.jsonl"
 _CONTEXT = b"kubetrail manifest head v1\n"
@@ -151,24 +151,51 @@ class Verification:
                 "problems": [{"kind": p.kind, "message": p.message} for p in self.problems]}
 
 
-def _lines(path: Path, what: str, problems: list[Problem]) -> list[dict[str, Any]]:
+def read_chain(path: Path, what: str, problems: list[Problem], *, kind: str = "damaged",
+               skip_blank: bool = True) -> list[dict[str, Any]]:
+    """The entries of a JSON-lines log; a line that is not an entry is a problem of `kind`."""
     if not path.exists():
         return []
     out = []
     for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
+        if skip_blank and not line.strip():
             continue
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError:
-            problems.append(Problem("damaged", f"{what} line {number} is not JSON: the file was "
+            problems.append(Problem(kind, f"{what} line {number} is not JSON: the file was "
                                     "edited or damaged"))
             continue
         if not isinstance(value, dict):
-            problems.append(Problem("damaged", f"{what} line {number} is not an entry"))
+            problems.append(Problem(kind, f"{what} line {number} is not an entry"))
             continue
         out.append(value)
     return out
+
+
+def check_chain(entries: list[dict[str, Any]], what: str, problems: list[Problem], *,
+                broken: str = "chain", edited: str = "rewritten") -> list[bool]:
+    """The hash chain of a log's entries: numbered in order, each linking to the one before
+    and matching its own hash. Returns, per entry, whether it was edited."""
+    prev, expected = "", 1
+    flags = []
+    for entry in entries:
+        seq = entry.get("seq")
+        if seq != expected:
+            problems.append(Problem(broken, f"{what} entry {seq} follows entry {expected - 1}: "
+                                    "entries were removed, inserted or reordered"))
+        if entry.get("prev") != prev:
+            problems.append(Problem(broken, f"{what} entry {seq} does not link to the entry "
+                                    "before it: entries were removed, inserted or reordered"))
+        changed = entry_hash(entry) != entry.get("hash")
+        if changed:
+            named = f" ({entry['segment']})" if "segment" in entry else ""
+            problems.append(Problem(edited, f"{what} entry {seq}{named} does not match its "
+                                    "hash: it was edited"))
+        flags.append(changed)
+        prev = str(entry.get("hash", ""))
+        expected = (seq if isinstance(seq, int) else expected) + 1
+    return flags
 
 
 def _file_sha256(path: Path) -> str:
@@ -181,28 +208,14 @@ def verify_archive(root: Path, segment_files: list[Path], public_key: Ed25519Pub
     """Check every segment against the manifest, the manifest's chain, and its signatures."""
     result = Verification()
     problems = result.problems
-    entries = _lines(root / "manifest.jsonl", "manifest", problems)
-    prev, expected_seq = "", 1
+    entries = read_chain(root / "manifest.jsonl", "manifest", problems)
     live: dict[str, dict[str, Any]] = {}
     hashes: dict[int, str] = {}
     on_disk_edited: set[str] = set()
-    for entry in entries:
+    for entry, edited in zip(entries, check_chain(entries, "manifest", problems), strict=True):
         seq = entry.get("seq")
-        if seq != expected_seq:
-            problems.append(Problem("chain", f"manifest entry {seq} follows entry "
-                                    f"{expected_seq - 1}: entries were removed, inserted or "
-                                    "reordered"))
-        if entry.get("prev") != prev:
-            problems.append(Problem("chain", f"manifest entry {seq} does not link to the entry "
-                                    "before it: entries were removed, inserted or reordered"))
-        edited = entry_hash(entry) != entry.get("hash")
-        if edited:
-            problems.append(Problem("rewritten", f"manifest entry {seq} ({entry.get('segment')}) "
-                                    "does not match its hash: it was edited"))
-        prev = str(entry.get("hash", ""))
-        expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
         if isinstance(seq, int):
-            hashes[seq] = prev
+            hashes[seq] = str(entry.get("hash", ""))
         segment = str(entry.get("segment", ""))
         if entry.get("op") == "delete":
             if live.pop(segment, None) is not None:
@@ -250,7 +263,7 @@ def verify_archive(root: Path, segment_files: list[Path], public_key: Ed25519Pub
 def _check_signatures(root: Path, public_key: Ed25519PublicKey | None, hashes: dict[int, str],
                       result: Verification) -> None:
     problems = result.problems
-    signatures = _lines(root / SIGNATURES, "signature file", problems)
+    signatures = read_chain(root / SIGNATURES, "signature file", problems)
     if not signatures:
         return
     if public_key is None:
