@@ -161,12 +161,23 @@ class Redactor:
 
     def texts(self, texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         """Event texts with every secret replaced; untouched texts are not parsed."""
-        if not self.config.enabled or not len(texts):
+        at, redacted = self.changes(texts)
+        if not len(at):
             return texts
+        column = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+        mask = np.zeros(len(column), bool)
+        mask[at] = True
+        return pc.replace_with_mask(column, pa.array(mask), pa.array(redacted, pa.string()))
+
+    def changes(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+        """(the positions of the texts that held a secret, their redacted texts)."""
+        none: tuple[np.ndarray, list[str]] = (np.zeros(0, np.int64), [])
+        if not self.config.enabled or not len(texts):
+            return none
         column = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
         maybe = pc.match_substring_regex(column, self._prefilter)
         if not pc.any(maybe).as_py():
-            return texts
+            return none
         at = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
         candidates = column.take(pa.array(at))
         # Which of them need every string matched against the credential patterns (RE2,
@@ -179,11 +190,7 @@ class Redactor:
                 if clean is not text:
                     changed_at.append(i)
                     changed.append(clean)
-        if not changed_at:
-            return texts
-        mask = np.zeros(len(column), bool)
-        mask[changed_at] = True
-        return pc.replace_with_mask(column, pa.array(mask), pa.array(changed, pa.string()))
+        return np.array(changed_at, np.int64), changed
 
     def text(self, text: str, *, strings: bool | None = None) -> str:
         """One event's JSON text, redacted (returned as it was when nothing needed to go).
@@ -305,23 +312,17 @@ class Redactor:
                     '"Secret"' in str(annotations[_LAST_APPLIED]) and \
                     not _is_marker(annotations[_LAST_APPLIED]):
                 annotations[_LAST_APPLIED], changed = self.marker(annotations[_LAST_APPLIED]), True
-            for key, value in node.items():
-                if isinstance(value, str):
-                    if strings:
-                        clean = self._strings(value)
-                        if clean is not value:
-                            node[key], changed = clean, True
-                elif isinstance(value, dict | list):
-                    changed |= self._walk(value, strings)
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                if isinstance(value, str):
-                    if strings:
-                        clean = self._strings(value)
-                        if clean is not value:
-                            node[i], changed = clean, True
-                elif isinstance(value, dict | list):
-                    changed |= self._walk(value, strings)
+        elif not isinstance(node, list):
+            return False
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in children:  # values are replaced in place, never added
+            if isinstance(value, str):
+                if strings:
+                    clean = self._strings(value)
+                    if clean is not value:
+                        node[key], changed = clean, True
+            elif isinstance(value, dict | list):
+                changed |= self._walk(value, strings)
         return changed
 
     def _strings(self, value: str) -> str:
@@ -385,24 +386,17 @@ def redact_rows(con: Any, rows: pa.Table, redactor: Redactor) -> pa.Table:
     at = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
     if not len(at):
         return rows
-    events = rows.column("event").take(pa.array(at))
-    clean = redactor.texts(events)
-    if clean is events:
-        return rows
-    clean_list = clean.to_pylist()
-    changed = [i for i, (a, b) in enumerate(zip(events.to_pylist(), clean_list, strict=True))
-               if a is not b and a != b]
-    if not changed:
+    changed, redacted = redactor.changes(rows.column("event").take(pa.array(at)))
+    if not len(changed):
         return rows
     where = at[changed]
     picked = rows.take(pa.array(where))
     raw = pa.Table.from_arrays([
-        pa.array([clean_list[i] for i in changed], pa.string()),
-        pa.array(np.zeros(len(changed), np.int64)), picked.column("cluster"),
-        picked.column("source_format"), picked.column("truncated"),
-        pa.repeat(pa.scalar("", pa.string()), len(changed))], schema=RAW_SCHEMA)
+        pa.array(redacted, pa.string()), pa.array(np.zeros(len(where), np.int64)),
+        picked.column("cluster"), picked.column("source_format"), picked.column("truncated"),
+        pa.repeat(pa.scalar("", pa.string()), len(where))], schema=RAW_SCHEMA)
     fresh, problems = normalize_with(con, raw)
-    if problems or fresh.num_rows != len(changed):
+    if problems or fresh.num_rows != len(where):
         raise RuntimeError("a redacted event no longer normalises")  # a bug, never data
     fresh = fresh.select(rows.column_names).cast(rows.schema)
     index = np.arange(rows.num_rows)
