@@ -55,23 +55,12 @@ def _reads_only_class_fields(node: tuple[Any, ...]) -> bool:
     return node[1] in _KNOWN
 
 
-def _read(node: tuple[Any, ...], out: set[str]) -> None:
-    kind = node[0]
-    if kind in ("and", "or"):
-        for n in node[1]:
-            _read(n, out)
-    elif kind == "not":
-        _read(node[1], out)
-    elif kind == "cmp" and node[1] in _KNOWN:
-        out.add(node[1])
-
-
 def class_fields_read(conditions: Sequence[Condition | None]) -> tuple[str, ...]:
     """The class fields a class test over these conditions (and the stage) reads."""
     out = {"stage"}
     for c in conditions:
         if c is not None:
-            _read(c.node, out)
+            out.update(f for f in c.fields if f in _KNOWN)
     return tuple(f for f in CLASS_FIELDS if f in out)
 
 
